@@ -1,0 +1,30 @@
+"""Pruning = scores x allocation x application (+ sanity checks)."""
+
+from prunelab.pruning.allocation import ALLOCATIONS, allocate, like_mask, register_allocation, select_top
+from prunelab.pruning.api import prune, resolve_checks
+from prunelab.pruning.checks import CHECKS
+from prunelab.pruning.mask import LayerDensity, Mask
+from prunelab.pruning.methods import METHODS, Method, register_method
+from prunelab.pruning.prunable import Layer, PrunableSet, all_weight_layers, prunable_layers
+from prunelab.pruning.scores import ScoreContext
+
+__all__ = [
+    "ALLOCATIONS",
+    "CHECKS",
+    "METHODS",
+    "Layer",
+    "LayerDensity",
+    "Mask",
+    "Method",
+    "PrunableSet",
+    "ScoreContext",
+    "all_weight_layers",
+    "allocate",
+    "like_mask",
+    "prunable_layers",
+    "prune",
+    "register_allocation",
+    "register_method",
+    "resolve_checks",
+    "select_top",
+]

@@ -1,0 +1,114 @@
+"""Sanity checks (Su et al. 2020; Frankle et al. 2021): transforms that destroy one kind of
+information a pruning method could use. If a method's accuracy does not drop under a check, the
+method did not use that information.
+
+Each check acts at one stage of the pipeline and composes with any method:
+
+========================  ===========  =====================================================
+check                     stage        what it destroys
+========================  ===========  =====================================================
+``random_labels``         data         labels of the scoring batch -> uniformly random classes
+``random_pixels``         data         random labels, and each example's values permuted
+``invert``                scores       the ranking: prune the highest-scoring weights instead
+``shuffle_mask``          mask         positions: each layer's mask randomly permuted
+``shuffle_weights``       weights      which surviving weight sits where: kept values permuted
+                                       among the kept positions of each layer
+``reinit``                weights      the initial values: fresh initialisation, same mask
+========================  ===========  =====================================================
+
+All check randomness comes from the run's ``check`` stream (and ``reinit`` for re-initialisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from prunelab.pruning.mask import Mask
+from prunelab.pruning.scores import Batch
+from prunelab.registry import Registry
+
+
+@dataclass(frozen=True)
+class Check:
+    """A sanity check: a stage name and its transform. Unused hooks are identity.
+
+    Attributes:
+        stage: ``"data"``, ``"scores"``, ``"mask"`` or ``"weights"``.
+        needs_data: the check only makes sense for methods that score on data.
+        description: one line for listings and reports.
+    """
+
+    name: str
+    stage: str
+    needs_data: bool
+    description: str
+
+
+CHECKS: Registry[Check] = Registry("check")
+for _check in (
+    Check("random_labels", "data", True, "scoring batch labels replaced by uniformly random classes"),
+    Check("random_pixels", "data", True, "random labels and every example's values randomly permuted"),
+    Check("invert", "scores", False, "scores inverted: the highest-scoring weights are pruned"),
+    Check("shuffle_mask", "mask", False, "each layer's mask randomly permuted (per-layer counts kept)"),
+    Check("shuffle_weights", "weights", False, "kept weights permuted among each layer's kept positions"),
+    Check("reinit", "weights", False, "weights re-initialised from a fresh seed, same mask"),
+):
+    CHECKS.add(_check.name, _check)
+
+
+def random_labels(batches: list[Batch], num_classes: int, generator: torch.Generator) -> list[Batch]:
+    """Every label replaced by a uniformly random class; inputs unchanged."""
+    out = []
+    for x, y in batches:
+        labels = torch.randint(num_classes, y.shape, generator=generator).to(y.device)
+        out.append((x, labels))
+    return out
+
+
+def random_pixels(batches: list[Batch], num_classes: int, generator: torch.Generator) -> list[Batch]:
+    """Random labels, and each example's values permuted independently (across channels too)."""
+    out = []
+    for x, y in random_labels(batches, num_classes, generator):
+        flat = x.reshape(x.shape[0], -1)
+        perms = torch.argsort(torch.rand(flat.shape, generator=generator), dim=1).to(x.device)
+        out.append((torch.gather(flat, 1, perms).reshape(x.shape), y))
+    return out
+
+
+def invert_scores(scores: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Negated scores, so the top-k of the result is the bottom-k of the input."""
+    return {name: -s for name, s in scores.items()}
+
+
+def shuffle_mask(mask: Mask, generator: torch.Generator) -> Mask:
+    """Each layer's mask randomly permuted: per-layer counts kept, positions random."""
+    out = {}
+    for name, tensor in mask.items():
+        perm = torch.randperm(tensor.numel(), generator=generator).to(tensor.device)
+        out[name] = tensor.flatten()[perm].view(tensor.shape)
+    return Mask(out)
+
+
+@torch.no_grad()
+def shuffle_weights(model: nn.Module, mask: Mask, generator: torch.Generator) -> None:
+    """Permute each layer's kept weight values among its kept positions, in place."""
+    params = mask.check_fits(model)
+    for name, param in params.items():
+        kept = torch.nonzero(mask[name].flatten().to(param.device)).flatten()
+        perm = torch.randperm(kept.numel(), generator=generator).to(param.device)
+        flat = param.view(-1)
+        flat[kept] = flat[kept[perm]].clone()
+
+
+@torch.no_grad()
+def reinitialise(model: nn.Module, fresh: nn.Module) -> None:
+    """Copy every parameter and buffer of ``fresh`` (a newly initialised twin) into ``model``."""
+    model.load_state_dict(fresh.state_dict())
+
+
+DataTransform = Callable[[list[Batch], int, torch.Generator], list[Batch]]
+DATA_TRANSFORMS: dict[str, DataTransform] = {"random_labels": random_labels, "random_pixels": random_pixels}

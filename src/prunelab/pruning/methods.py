@@ -1,0 +1,117 @@
+"""Named pruning methods = score function x default allocation x time point, and their registry.
+
+All methods here score the weights at initialisation (score at step 0, keep step 0, restart the
+schedule at 0). A user method is a score function registered with :func:`register_method`; it
+then works everywhere a built-in does (API, CLI, specs, studies, every sanity check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunelab.errors import PrunelabError
+from prunelab.pruning.allocation import ALLOCATIONS
+from prunelab.pruning.scores import (
+    ScoreFn,
+    grasp_scores,
+    magnitude_scores,
+    random_scores,
+    snip_scores,
+    synflow_scores,
+)
+from prunelab.registry import Registry
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered pruning method.
+
+    Attributes:
+        name: registry name.
+        score: the score function (higher = kept).
+        allocation: the default allocation (the paper's choice).
+        needs_data: whether scoring uses data (SNIP, GraSP) or not (random, magnitude, SynFlow).
+        rounds: scoring rounds; with ``R > 1`` round ``r`` prunes to density ``d**(r/R)``,
+            re-scoring the surviving weights each time (SynFlow's exponential schedule).
+        options: option names and defaults the score function reads from ``ctx.options``.
+        time_point: when the scored weights come from; ``"init"`` for pruning at initialisation.
+        description: one line.
+        paper: where it comes from.
+    """
+
+    name: str
+    score: ScoreFn
+    allocation: str
+    needs_data: bool
+    rounds: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict)
+    time_point: str = "init"
+    description: str = ""
+    paper: str = ""
+
+    def resolve_options(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Defaults merged with ``overrides``; unknown names raise a one-line error."""
+        merged = {"rounds": self.rounds, **self.options}
+        for key, value in (overrides or {}).items():
+            if key not in merged:
+                valid = ", ".join(sorted(merged)) or "none"
+                raise PrunelabError(f"unknown option {key!r} for method {self.name!r}; valid options: {valid}")
+            merged[key] = value
+        if int(merged["rounds"]) < 1:
+            raise PrunelabError(f"rounds must be >= 1, got {merged['rounds']!r}")
+        return merged
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(
+    name: str,
+    *,
+    allocation: str = "global",
+    needs_data: bool = False,
+    rounds: int = 1,
+    options: Mapping[str, Any] | None = None,
+    description: str = "",
+    paper: str = "user-defined",
+    overwrite: bool = False,
+) -> Callable[[ScoreFn], ScoreFn]:
+    """Register a score function as a pruning method.
+
+    Example::
+
+        @prunelab.register_method("weight_times_grad_sign", allocation="global", needs_data=True)
+        def my_scores(ctx: prunelab.ScoreContext) -> dict[str, torch.Tensor]:
+            ...  # {layer name: tensor shaped like the weight}, higher = keep
+    """
+    ALLOCATIONS.get(allocation)  # fail early on a bad default allocation
+
+    def decorate(fn: ScoreFn) -> ScoreFn:
+        method = Method(
+            name.lower(), fn, allocation, needs_data, rounds, dict(options or {}), "init", description, paper
+        )
+        METHODS.add(name, method, overwrite=overwrite)
+        return fn
+
+    return decorate
+
+
+_SCORING_SAMPLES = {"samples_per_class": 10}
+for _method in (
+    Method("random", random_scores, "uniform", False, description="uniformly random subset per layer",
+           paper="Liu et al. 2022 (random pruning); Su et al. 2020 (random tickets)"),
+    Method("magnitude", magnitude_scores, "global", False, description="largest |w| at initialisation",
+           paper="Frankle et al. 2021 (magnitude at init); Su et al. 2020"),
+    Method("snip", snip_scores, "global", True, options=_SCORING_SAMPLES,
+           description="connection sensitivity |w * dL/dw| on N samples per class",
+           paper="Lee et al. 2019; checked by Su et al. 2020"),
+    Method("grasp", grasp_scores, "global", True, options={**_SCORING_SAMPLES, "temperature": 200.0},
+           description="gradient-signal preservation, keep-score w * Hg (T = 200)",
+           paper="Wang et al. 2020; checked by Su et al. 2020"),
+    Method("synflow", synflow_scores, "global", False, rounds=100, options={"float64": False},
+           description="iterative synaptic flow, data-free, 100 rounds",
+           paper="Tanaka et al. 2020; checked by Frankle et al. 2021"),
+):
+    METHODS.add(_method.name, _method)

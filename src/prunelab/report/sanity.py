@@ -1,0 +1,195 @@
+"""The sanity-check study report: verdicts first, then accuracies, then the plots.
+
+Writes ``report.md`` (plots referenced as PNG files), ``report.html`` (self-contained: plots
+embedded), ``cells.csv`` (one row per variant and density) and ``verdicts.csv``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import os
+from pathlib import Path
+
+from prunelab.report import plots
+from prunelab.studies.sanity import SIGNIFICANCE, SanitySummary, Verdict
+from prunelab.studies.stats import Estimate
+
+
+def _pct(est: Estimate) -> str:
+    if math.isnan(est.mean):
+        return "n/a"
+    return f"{100 * est.mean:.2f} ± {100 * est.half_width:.2f}"
+
+
+def _pp(est: Estimate) -> str:
+    return f"{100 * est.mean:+.2f} [{100 * est.low:+.2f}, {100 * est.high:+.2f}]"
+
+
+def _p(p: float) -> str:
+    return "n/a" if math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else "<0.001")
+
+
+def _headline(summary: SanitySummary) -> list[str]:
+    """One sentence per method: which checks it passes (i.e. which ones hurt it)."""
+    lines = []
+    for method in summary.study.methods:
+        mine = [v for v in summary.verdicts if v.method == method]
+        if not mine:
+            continue
+        hurt = [v.check for v in mine if v.passes]
+        survived = [v.check for v in mine if not v.passes]
+        if hurt:
+            text = f"**{method}** passes {len(hurt)}/{len(mine)} checks (accuracy drops under: {', '.join(hurt)})"
+        else:
+            text = f"**{method}** passes 0/{len(mine)} checks: no check lowers its accuracy significantly"
+        if survived:
+            text += f"; unaffected by: {', '.join(survived)}"
+        lines.append(text + ".")
+    for row in summary.ticket_comparison:
+        test = row["test"]
+        if test.p_value < SIGNIFICANCE and test.diff.mean > 0:
+            continue  # only call out where a random ticket matches or beats the method
+        verb = "beats" if test.p_value < SIGNIFICANCE else "matches"
+        lines.append(f"{row['ticket']} {verb} **{row['method']}** ({_pp(test.diff)} pp for the method).")
+    return lines
+
+
+def _verdict_rows(verdicts: list[Verdict]) -> list[list[str]]:
+    return [
+        [v.method, v.check, _pp(v.test.diff),
+         _p(v.test.p_value), str(v.n_pairs), v.conclusion]
+        for v in verdicts
+    ]
+
+
+def _accuracy_table(summary: SanitySummary) -> tuple[list[str], list[list[str]]]:
+    densities = sorted(summary.study.densities, reverse=True)
+    header = ["variant"] + [f"density {d:g}" for d in densities]
+    labels = list(dict.fromkeys(c.variant.label for c in summary.cells))
+    rows = []
+    for label in labels:
+        row = [label]
+        for d in densities:
+            cell = summary.cell(label, d)
+            row.append(_pct(cell.accuracy) if cell else "–")
+        rows.append(row)
+    if summary.dense is not None:
+        rows.append(["dense (unpruned)"] + [_pct(summary.dense)] * len(densities))
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _html_table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _setup_lines(summary: SanitySummary) -> list[str]:
+    s = summary.study
+    t = s.train
+    return [
+        f"dataset `{s.data.name}` {s.data.options or ''}, model `{s.model.name}` {s.model.options or ''}",
+        f"training: {t.epochs} epochs, batch {t.batch_size}, SGD lr {t.lr} ({t.schedule}), momentum {t.momentum}, "
+        f"weight decay {t.weight_decay}",
+        f"densities (kept fraction of prunable weights): {', '.join(f'{d:g}' for d in s.densities)}; "
+        f"seeds: {', '.join(str(x) for x in s.seeds)}",
+        "accuracy = final-epoch test accuracy (%), mean ± 95% t-interval half-width over seeds",
+        f"verdicts: paired t-test (two-sided) of checked vs unchecked accuracy, pairs = (density, seed), "
+        f"alpha = {SIGNIFICANCE}; a method *passes* a check when the check significantly lowers its accuracy",
+    ]
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222}
+h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:1em 0;font-size:14px} th,td{border:1px solid #ddd;padding:4px 8px;
+text-align:left} th{background:#f4f4f4}
+tr.hurts td{background:#e6f4ea} tr.neutral td{background:#fdecea} tr.helps td{background:#fff4e5}
+.headline{background:#f7f9fc;border-left:4px solid #3b6fb6;padding:.6em 1em} img{max-width:100%}
+.legend span{padding:2px 6px;margin-right:8px} code{background:#f4f4f4;padding:1px 4px}
+"""
+
+
+def _inline_markdown(text: str) -> str:
+    escaped = html.escape(text)
+    parts = escaped.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts)).replace("`", "")
+
+
+def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
+    """Write the report files into ``out_dir``; return the path of ``report.html``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "accuracy_vs_density.png": plots.accuracy_vs_density(summary, out / "accuracy_vs_density.png"),
+        "check_effects.png": plots.check_effects(summary, out / "check_effects.png"),
+        "layer_densities.png": plots.layer_densities(summary, out / "layer_densities.png"),
+    }
+    headline = _headline(summary)
+    verdict_header = ["method", "check", "Δ accuracy (pp) [95% CI]", "p", "pairs", "verdict"]
+    verdict_rows = _verdict_rows(summary.verdicts)
+    acc_header, acc_rows = _accuracy_table(summary)
+    title = f"Sanity-check study: {summary.study.name}"
+    missing = f"\n\n> {summary.missing} run(s) not finished; their cells are missing.\n" if summary.missing else ""
+
+    md = [f"# {title}", "", *[f"- {line}" for line in _setup_lines(summary)], missing, "## At a glance", "",
+          *[f"- {line}" for line in headline], "", "## Verdict per method and check", "",
+          _md_table(verdict_header, verdict_rows), "", "## Test accuracy (%)", "", _md_table(acc_header, acc_rows),
+          "", "## Plots", "", "![accuracy against density](accuracy_vs_density.png)", "",
+          "![check effects](check_effects.png)", "", "![per-layer densities](layer_densities.png)", ""]
+    _write_text(out / "report.md", "\n".join(md))
+
+    classes = ["hurts" if v.passes else ("helps" if "helps" in v.conclusion else "neutral") for v in summary.verdicts]
+    images = {name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()}
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="sub">{"<br>".join(_inline_markdown(x) for x in _setup_lines(summary))}</p>
+{f'<p><b>{summary.missing} run(s) not finished.</b></p>' if summary.missing else ''}
+<h2>At a glance</h2><div class="headline"><ul>{''.join(f'<li>{_inline_markdown(x)}</li>' for x in headline)}</ul></div>
+<h2>Verdict per method and check</h2>
+<p class="legend"><span style="background:#e6f4ea">check hurts: method uses that information (passes)</span>
+<span style="background:#fdecea">no significant effect (fails the check)</span>
+<span style="background:#fff4e5">check helps</span></p>
+{_html_table(verdict_header, verdict_rows, classes)}
+<h2>Accuracy against density</h2><img src="data:image/png;base64,{images['accuracy_vs_density.png']}">
+{_html_table(acc_header, acc_rows)}
+<h2>What each check does</h2><img src="data:image/png;base64,{images['check_effects.png']}">
+<h2>Per-layer densities of each method's mask</h2><img src="data:image/png;base64,{images['layer_densities.png']}">
+</body></html>"""
+    _write_text(out / "report.html", page)
+
+    with open(out / "cells.csv.tmp", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", "group", "method", "check", "allocation", "density", "n", "mean_acc", "ci_half"])
+        for c in summary.cells:
+            writer.writerow([c.variant.label, c.variant.group, c.variant.method, c.variant.check,
+                             c.variant.allocation, c.density, c.accuracy.n, c.accuracy.mean, c.accuracy.half_width])
+    os.replace(out / "cells.csv.tmp", out / "cells.csv")
+    with open(out / "verdicts.csv.tmp", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "check", "mean_diff", "ci_half", "p_value", "test", "n_pairs", "conclusion"])
+        for v in summary.verdicts:
+            writer.writerow([v.method, v.check, v.test.diff.mean, v.test.diff.half_width, v.test.p_value,
+                             v.test.test, v.n_pairs, v.conclusion])
+    os.replace(out / "verdicts.csv.tmp", out / "verdicts.csv")
+    return out / "report.html"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,206 @@
+"""The run store: one directory per run (named by its spec) plus an SQLite index beside them.
+
+Layout of ``<root>/<run name>/``::
+
+    spec.json           the canonical spec and its full form (written first)
+    mask.safetensors    the pruning mask (pruned runs)
+    metrics.jsonl       one JSON line per finished epoch, appended and fsynced as it comes
+    checkpoint.pt       latest epoch: model, optimizer, data-order RNG (weights_only loadable)
+    model.safetensors   final weights
+    result.json         the summary; its presence means "finished" (written last, atomically)
+
+Every file except the append-only metrics is written to a temporary name and renamed, so a kill
+at any moment leaves either the old or the new version. On resume, metric lines beyond the
+checkpoint's epoch are dropped, so no epoch is duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from prunelab.errors import PrunelabError
+from prunelab.spec import RunSpec
+from prunelab.training.trainer import TrainState
+
+INDEX_NAME = "index.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    epochs_done INTEGER NOT NULL DEFAULT 0,
+    final_test_acc REAL,
+    best_test_acc REAL,
+    density REAL
+)
+"""
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and an atomic rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunStore:
+    """Run directories and their SQLite index under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.root / INDEX_NAME, timeout=60)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    # -- paths and status -----------------------------------------------------------------------
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.root / spec.run_name()
+
+    def is_done(self, spec: RunSpec) -> bool:
+        return (self.run_dir(spec) / "result.json").is_file()
+
+    def result(self, spec: RunSpec) -> dict[str, Any] | None:
+        path = self.run_dir(spec) / "result.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def begin(self, spec: RunSpec) -> Path:
+        """Create the run directory and its spec file; register the run as running."""
+        run_dir = self.run_dir(spec)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "spec.json").is_file():
+            write_json_atomic(
+                run_dir / "spec.json",
+                {"canonical": spec.canonical(), "hash": spec.run_hash(), "spec": spec.model_dump(mode="json")},
+            )
+        self._upsert(spec, status="running")
+        return run_dir
+
+    def append_metrics(self, spec: RunSpec, record: Mapping[str, Any]) -> None:
+        """Append one epoch's metrics line and fsync it."""
+        with open(self.run_dir(spec) / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(dict(record), sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self, spec: RunSpec) -> list[dict[str, Any]]:
+        path = self.run_dir(spec) / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn final line from a kill mid-write
+        return rows
+
+    def truncate_metrics(self, spec: RunSpec, epochs_done: int) -> list[dict[str, Any]]:
+        """Keep metric lines of epochs ``<= epochs_done`` (one per epoch); rewrite atomically."""
+        kept: dict[int, dict[str, Any]] = {}
+        for row in self.read_metrics(spec):
+            if int(row["epoch"]) <= epochs_done:
+                kept[int(row["epoch"])] = row
+        rows = [kept[e] for e in sorted(kept)]
+        path = self.run_dir(spec) / "metrics.jsonl"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        os.replace(tmp, path)
+        return rows
+
+    def save_checkpoint(self, spec: RunSpec, state: TrainState) -> None:
+        path = self.run_dir(spec) / "checkpoint.pt"
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(
+            {
+                "epoch": state.epoch,
+                "model": state.model_state,
+                "optimizer": state.optimizer_state,
+                "generator": state.generator_state,
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+        self._upsert(spec, status="running", epochs_done=state.epoch)
+
+    def load_checkpoint(self, spec: RunSpec) -> TrainState | None:
+        path = self.run_dir(spec) / "checkpoint.pt"
+        if not path.is_file():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a corrupt checkpoint means starting the run over, not crashing
+            return None
+        return TrainState(int(blob["epoch"]), blob["model"], blob["optimizer"], blob["generator"])
+
+    def finish(self, spec: RunSpec, result: Mapping[str, Any], model_state: Mapping[str, torch.Tensor]) -> None:
+        """Write final weights, then result.json (the done marker), then drop the checkpoint."""
+        run_dir = self.run_dir(spec)
+        weights = run_dir / "model.safetensors"
+        tmp = weights.with_name(weights.name + ".tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp))
+        os.replace(tmp, weights)
+        write_json_atomic(run_dir / "result.json", dict(result))
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        self._upsert(
+            spec,
+            status="done",
+            epochs_done=int(result.get("epochs", 0)),
+            final_test_acc=result.get("final_test_acc"),
+            best_test_acc=result.get("best_test_acc"),
+            density=result.get("density"),
+        )
+
+    def reset(self, spec: RunSpec) -> None:
+        """Forget a run (for ``force``): its files are removed before it is recomputed."""
+        run_dir = self.run_dir(spec)
+        for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "mask.safetensors", "model.safetensors"):
+            (run_dir / name).unlink(missing_ok=True)
+
+    # -- index ----------------------------------------------------------------------------------
+    def _upsert(self, spec: RunSpec, *, status: str, **fields: Any) -> None:
+        now = time.time()
+        density = spec.pruning.density if spec.pruning else 1.0
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO runs (hash, name, status, spec, created, updated, density) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT(hash) DO UPDATE SET status=excluded.status, updated=excluded.updated",
+                (spec.run_hash(), spec.run_name(), status, spec.canonical(), now, now, density),
+            )
+            for key, value in fields.items():
+                if key not in ("epochs_done", "final_test_acc", "best_test_acc", "density"):
+                    raise PrunelabError(f"unknown index field {key!r}")
+                db.execute(f"UPDATE runs SET {key}=? WHERE hash=?", (value, spec.run_hash()))
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every indexed run, newest first."""
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM runs ORDER BY updated DESC").fetchall()
+        return [dict(row) for row in rows]

@@ -1,0 +1,45 @@
+"""The papers' studies as grids of specs, with their summaries and verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prunelab.report import write_sanity_report
+from prunelab.runners import run_specs
+from prunelab.studies.sanity import SanityStudy, SanitySummary, study_runs, summarize
+from prunelab.store import write_json_atomic
+
+
+def run_sanity_study(
+    study: SanityStudy,
+    runs_dir: str | Path,
+    *,
+    report_dir: str | Path | None = None,
+    workers: int = 1,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    plugins: Sequence[str] = (),
+) -> tuple[SanitySummary, Path]:
+    """Run (or resume) every run of ``study``, summarise, and write the report.
+
+    Returns the summary and the path of the HTML report (``report_dir``, default
+    ``<runs_dir>/reports/<study name>``).
+    """
+    runs = study_runs(study)
+    results = run_specs(
+        [r.spec for r in runs], runs_dir, workers=workers, data_dir=data_dir, device=device,
+        force=force, progress=progress, plugins=plugins, description=study.name,
+    )
+    summary = summarize(study, runs, results)
+    out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "study.json", {"study": study.model_dump(mode="json"),
+                                           "runs": [r.spec.run_name() for r in runs]})
+    html = write_sanity_report(summary, out)
+    return summary, html
+
+
+__all__ = ["SanityStudy", "SanitySummary", "run_sanity_study", "study_runs", "summarize"]

@@ -1,0 +1,210 @@
+"""The one training loop. The mask is an invariant: after every optimizer step each pruned weight
+is exactly zero and its momentum is zero.
+
+How: gradients of pruned entries are zeroed before the step (so weight decay and momentum add
+nothing there), weights are re-multiplied by the mask after the step (belt and braces against any
+optimizer that writes everywhere), and momentum buffers are masked when training starts or resumes.
+Both mask passes are single ``torch._foreach_mul_`` calls over all prunable tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from prunelab.data.bundle import DataBundle
+from prunelab.pruning.mask import Mask
+from prunelab.training.config import TrainConfig
+
+
+class MaskEnforcer:
+    """Keeps ``mask`` an invariant of training ``model`` with ``optimizer``."""
+
+    def __init__(self, model: nn.Module, mask: Mask | None, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.params: list[Tensor] = []
+        self.masks: list[Tensor] = []
+        if mask is not None:
+            for name, param in mask.check_fits(model).items():
+                self.params.append(param)
+                self.masks.append(mask[name].to(device=param.device, dtype=param.dtype))
+
+    @torch.no_grad()
+    def apply_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        grads = [p.grad for p in self.params]
+        if self.params and all(g is not None for g in grads):
+            torch._foreach_mul_(grads, self.masks)  # type: ignore[arg-type]
+        else:
+            for g, m in zip(grads, self.masks, strict=True):
+                if g is not None:
+                    g.mul_(m)
+
+    @torch.no_grad()
+    def clear_state(self) -> None:
+        """Zero optimizer state (momentum) of pruned entries."""
+        for param, m in zip(self.params, self.masks, strict=True):
+            for value in self.optimizer.state.get(param, {}).values():
+                if isinstance(value, Tensor) and value.shape == param.shape:
+                    value.mul_(m)
+
+
+@dataclass
+class EpochRecord:
+    """Metrics of one epoch. Accuracies are fractions in [0, 1]; losses are mean cross-entropy."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; what a checkpoint holds."""
+
+    epoch: int  # epochs completed
+    model_state: dict[str, Tensor]
+    optimizer_state: dict[str, Any]
+    generator_state: Tensor
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch history and the final/best test accuracy (fractions)."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.history[-1].test_acc if self.history else float("nan")
+
+    @property
+    def best_test_acc(self) -> float:
+        return max((r.test_acc for r in self.history), default=float("nan"))
+
+
+#: Called after each epoch with the record and a thunk producing the state to checkpoint.
+EpochCallback = Callable[[EpochRecord, Callable[[], TrainState]], None]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataBundle, batch_size: int = 1000) -> tuple[float, float]:
+    """``(mean cross-entropy, accuracy fraction)`` on the test split."""
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for x, y in data.test_batches(batch_size):
+        logits = model(x)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        count += y.shape[0]
+    return total_loss / max(count, 1), correct / max(count, 1)
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    *,
+    mask: Mask | None = None,
+    generator: torch.Generator | None = None,
+    resume: TrainState | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with SGD; pruned weights (``mask`` False) stay exactly zero.
+
+    Args:
+        model: the network, on the data's device.
+        data: the dataset bundle.
+        config: the recipe.
+        mask: the pruning mask, or None for dense training.
+        generator: CPU generator for data order and augmentation (its state is checkpointed).
+        resume: continue from this state (epochs already done are skipped).
+        callbacks: called after each epoch (metrics writing, checkpointing).
+        progress: called as ``progress(epochs_done, epochs_total)``.
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    optimizer = make_optimizer(model, config)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        optimizer.load_state_dict(resume.optimizer_state)
+        generator.set_state(resume.generator_state)
+        start = resume.epoch
+    enforcer = MaskEnforcer(model, mask, optimizer)
+    enforcer.apply_weights()
+    enforcer.clear_state()
+
+    def snapshot(epoch_done: int) -> Callable[[], TrainState]:
+        return lambda: TrainState(
+            epoch_done,
+            {k: v.detach().clone() for k, v in model.state_dict().items()},
+            optimizer.state_dict(),
+            generator.get_state(),
+        )
+
+    result = TrainResult()
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        lr = config.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        loss_sum = torch.zeros((), device=data.device)
+        correct = torch.zeros((), device=data.device, dtype=torch.long)
+        seen = 0
+        for x, y in data.train_batches(config.batch_size, generator, augment=config.augment):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            enforcer.mask_grads()
+            optimizer.step()
+            enforcer.apply_weights()
+            # Accumulate on device: no host sync per step.
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+        test_loss, test_acc = evaluate(model, data)
+        record = EpochRecord(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=float(loss_sum) / max(seen, 1),
+            train_acc=int(correct) / max(seen, 1),
+            test_loss=test_loss,
+            test_acc=test_acc,
+            seconds=time.perf_counter() - began,
+        )
+        result.history.append(record)
+        for callback in callbacks:
+            callback(record, snapshot(epoch + 1))
+        if progress is not None:
+            progress(epoch + 1, config.epochs)
+    return result
