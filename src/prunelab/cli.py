@@ -22,8 +22,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help="Directory of run directories and their SQLite index.")
-DATA_DIR = typer.Option(None, "--data-dir", help="Dataset cache (default: $PRUNELAB_DATA_DIR or ~/.cache/prunelab/data).")
+RUNS_DIR = typer.Option(
+    Path("runs"), "--runs-dir", help="Directory of run directories and their SQLite index."
+)
+DATA_DIR = typer.Option(
+    None, "--data-dir", help="Dataset cache (default: $PRUNELAB_DATA_DIR or ~/.cache/prunelab/data)."
+)
 DEVICE = typer.Option("cpu", "--device", help="cpu, cuda or auto.")
 
 
@@ -71,7 +75,9 @@ def methods() -> None:
     typer.echo("Methods (score x default allocation):")
     for name, m in METHODS.items():
         data = "data" if m.needs_data else "data-free"
-        typer.echo(f"  {name:<12} {m.allocation:<12} {data:<9} rounds={m.rounds:<4} {m.description}  [{m.paper}]")
+        typer.echo(
+            f"  {name:<12} {m.allocation:<12} {data:<9} rounds={m.rounds:<4} {m.description}  [{m.paper}]"
+        )
     typer.echo("\nAllocations (per-layer keep counts):")
     for name, a in ALLOCATIONS.items():
         typer.echo(f"  {name:<12} {a.description}  [{a.paper}]")
@@ -97,7 +103,9 @@ def prune_cmd(
     check: str = typer.Option(None, "--check", help="Sanity check(s), comma-separated."),
     seed: int = typer.Option(0, "--seed", help="Run seed."),
     out: Path = typer.Option(..., "--out", help="Where to write the mask (.safetensors)."),
-    model_option: list[str] = typer.Option(None, "--model-option", help="Model option key=value (repeatable)."),
+    model_option: list[str] = typer.Option(
+        None, "--model-option", help="Model option key=value (repeatable)."
+    ),
     data_dir: Path = DATA_DIR,
 ) -> None:
     """Compute a mask at initialisation and save it; prints the per-layer table."""
@@ -107,15 +115,22 @@ def prune_cmd(
 
     data = prunelab.load_dataset(dataset, data_dir=data_dir)
     name = model or preset_for(dataset).model
-    net = prunelab.build_model(name, data.input_shape, data.num_classes, seed=derive_seed(seed, "init"),
-                               **_options(model_option, "--model-option"))
+    net = prunelab.build_model(
+        name,
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(seed, "init"),
+        **_options(model_option, "--model-option"),
+    )
     mask = prunelab.prune(net, method, density, data=data, allocation=allocation, check=check, seed=seed)
     mask.save(out, {"model": name, "dataset": dataset, "method": method, "density": density, "seed": seed})
     typer.echo(f"{'layer':<40} {'shape':<20} {'kept':>9} {'total':>9} {'density':>8}")
     for row in mask.per_layer():
         typer.echo(f"{row.name:<40} {str(row.shape):<20} {row.kept:>9} {row.total:>9} {row.density:>8.4f}")
-    typer.echo(f"density {mask.density():.4f} of prunable weights ({mask.model_density(net):.4f} of all "
-               f"parameters); mask written to {out}")
+    typer.echo(
+        f"density {mask.density():.4f} of prunable weights ({mask.model_density(net):.4f} of all "
+        f"parameters); mask written to {out}"
+    )
 
 
 @app.command("train")
@@ -123,14 +138,18 @@ def train_cmd(
     model: str = typer.Option(None, "--model", help="Model name (default: the dataset's preset)."),
     dataset: str = typer.Option("mnist1d", "--dataset", help="Dataset name."),
     method: str = typer.Option(None, "--method", help="Prune at init with this method (omit: dense)."),
-    density: float = typer.Option(None, "--density", help="Kept fraction of prunable weights (with --method)."),
+    density: float = typer.Option(
+        None, "--density", help="Kept fraction of prunable weights (with --method)."
+    ),
     allocation: str = typer.Option(None, "--allocation", help="Allocation (default: the method's)."),
     check: str = typer.Option(None, "--check", help="Sanity check(s), comma-separated."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: the dataset preset's)."),
     lr: float = typer.Option(None, "--lr", help="Initial learning rate."),
     batch_size: int = typer.Option(None, "--batch-size", help="Batch size."),
     seed: int = typer.Option(0, "--seed", help="Run seed."),
-    model_option: list[str] = typer.Option(None, "--model-option", help="Model option key=value (repeatable)."),
+    model_option: list[str] = typer.Option(
+        None, "--model-option", help="Model option key=value (repeatable)."
+    ),
     force: bool = typer.Option(False, "--force", help="Recompute even if this run finished before."),
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
@@ -144,13 +163,20 @@ def train_cmd(
         raise PrunelabError("--method and --density go together (omit both for a dense run)")
     payload: dict[str, Any] = {
         "data": {"name": dataset},
-        "model": {"name": model or preset_for(dataset).model, "options": _options(model_option, "--model-option")},
+        "model": {
+            "name": model or preset_for(dataset).model,
+            "options": _options(model_option, "--model-option"),
+        },
         "train": _train_config(dataset, epochs=epochs, lr=lr, batch_size=batch_size).model_dump(),
         "seed": seed,
     }
     if method is not None:
-        payload["pruning"] = {"method": method, "density": density, "allocation": allocation,
-                              "checks": _split(check)}
+        payload["pruning"] = {
+            "method": method,
+            "density": density,
+            "allocation": allocation,
+            "checks": _split(check),
+        }
     _run_one(parse_model(RunSpec, payload, "run"), runs_dir, data_dir, device, force)
 
 
@@ -165,7 +191,9 @@ def _run_one(spec: Any, runs_dir: Path, data_dir: Path | None, device: str, forc
         typer.echo(f"already finished (use --force to recompute): {store.run_dir(spec)}")
         result = store.result(spec) or {}
     else:
-        with tqdm(total=spec.train.epochs, desc=spec.run_name()[:40], unit="epoch", dynamic_ncols=True) as bar:
+        with tqdm(
+            total=spec.train.epochs, desc=spec.run_name()[:40], unit="epoch", dynamic_ncols=True
+        ) as bar:
 
             def step(done: int, total: int) -> None:
                 bar.n = done
@@ -173,15 +201,21 @@ def _run_one(spec: Any, runs_dir: Path, data_dir: Path | None, device: str, forc
 
             result = execute_run(spec, store, data_dir=data_dir, device=device, force=force, progress=step)
     acc = result.get("final_test_acc")
-    typer.echo(f"run {spec.run_name()}: final test accuracy {100 * acc:.2f}%, density {result.get('density'):.4f}"
-               if acc is not None else f"run {spec.run_name()}: {result.get('status')}")
+    typer.echo(
+        f"run {spec.run_name()}: final test accuracy {100 * acc:.2f}%, density {result.get('density'):.4f}"
+        if acc is not None
+        else f"run {spec.run_name()}: {result.get('status')}"
+    )
     typer.echo(f"run directory: {store.run_dir(spec)}")
 
 
 @app.command("run")
 def run_cmd(
-    spec_file: Path = typer.Argument(..., help="YAML spec: a run (data/model/pruning/train/seed) or a study "
-                                              "(`study: sanity` plus the study's fields)."),
+    spec_file: Path = typer.Argument(
+        ...,
+        help="YAML spec: a run (data/model/pruning/train/seed) or a study "
+        "(`study: sanity` plus the study's fields).",
+    ),
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
     device: str = DEVICE,
@@ -202,7 +236,9 @@ def run_cmd(
     if kind != "sanity":
         raise PrunelabError(f"unknown study {kind!r}; valid choices: sanity")
     study = parse_model(SanityStudy, payload, f"study spec {spec_file}")
-    summary, report = run_sanity_study(study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force)
+    summary, report = run_sanity_study(
+        study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force
+    )
     typer.echo(f"report: {report}")
 
 
@@ -210,13 +246,21 @@ def run_cmd(
 def sanity(
     model: str = typer.Option(None, "--model", help="Model name (default: the dataset's preset)."),
     dataset: str = typer.Option("mnist1d", "--dataset", help="Dataset name."),
-    methods: str = typer.Option("snip,grasp,synflow,magnitude", "--methods", help="Methods, comma-separated."),
-    densities: str = typer.Option("0.2,0.05", "--densities", help="Densities (kept fractions), comma-separated."),
+    methods: str = typer.Option(
+        "snip,grasp,synflow,magnitude", "--methods", help="Methods, comma-separated."
+    ),
+    densities: str = typer.Option(
+        "0.2,0.05", "--densities", help="Densities (kept fractions), comma-separated."
+    ),
     seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1)."),
-    checks: str = typer.Option(",".join(["random_labels", "random_pixels", "shuffle_mask", "shuffle_weights",
-                                         "reinit", "invert"]), "--checks", help="Sanity checks, comma-separated."),
-    tickets: str = typer.Option("uniform,erk,smart_ratio", "--random-tickets",
-                                help="Allocations of the random-ticket baselines."),
+    checks: str = typer.Option(
+        ",".join(["random_labels", "random_pixels", "shuffle_mask", "shuffle_weights", "reinit", "invert"]),
+        "--checks",
+        help="Sanity checks, comma-separated.",
+    ),
+    tickets: str = typer.Option(
+        "uniform,erk,smart_ratio", "--random-tickets", help="Allocations of the random-ticket baselines."
+    ),
     epochs: int = typer.Option(None, "--epochs", help="Epochs per run (default: the dataset preset's)."),
     lr: float = typer.Option(None, "--lr", help="Initial learning rate."),
     name: str = typer.Option(None, "--name", help="Study name (names the report folder)."),
@@ -237,19 +281,24 @@ def sanity(
     if seeds < 1:
         raise PrunelabError(f"--seeds must be at least 1, got {seeds}")
     model_name = model or preset_for(dataset).model
-    study = parse_model(SanityStudy, {
-        "name": name or f"sanity-{dataset}-{model_name}",
-        "data": {"name": dataset},
-        "model": {"name": model_name},
-        "train": _train_config(dataset, epochs=epochs, lr=lr).model_dump(),
-        "methods": _split(methods),
-        "densities": _floats(densities, "--densities"),
-        "seeds": list(range(seeds)),
-        "checks": _split(checks),
-        "random_tickets": _split(tickets),
-    }, "study options")
-    _, report = run_sanity_study(study, runs_dir, workers=workers, data_dir=data_dir, device=device,
-                                 force=force, plugins=plugin or [])
+    study = parse_model(
+        SanityStudy,
+        {
+            "name": name or f"sanity-{dataset}-{model_name}",
+            "data": {"name": dataset},
+            "model": {"name": model_name},
+            "train": _train_config(dataset, epochs=epochs, lr=lr).model_dump(),
+            "methods": _split(methods),
+            "densities": _floats(densities, "--densities"),
+            "seeds": list(range(seeds)),
+            "checks": _split(checks),
+            "random_tickets": _split(tickets),
+        },
+        "study options",
+    )
+    _, report = run_sanity_study(
+        study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force, plugins=plugin or []
+    )
     typer.echo(f"report: {report}")
 
 
@@ -268,7 +317,9 @@ def report(
         raise PrunelabError(f"directory {str(directory)!r} does not exist")
     found = sorted(directory.glob("study.json")) + sorted(directory.glob("reports/*/study.json"))
     if not found:
-        raise PrunelabError(f"no study.json under {str(directory)!r}; pass a runs directory or a report folder")
+        raise PrunelabError(
+            f"no study.json under {str(directory)!r}; pass a runs directory or a report folder"
+        )
     for path in found:
         payload = json.loads(path.read_text())
         study = parse_model(SanityStudy, payload["study"], str(path))
@@ -290,7 +341,9 @@ def runs(runs_dir: Path = RUNS_DIR) -> None:
     typer.echo(f"{'status':<8} {'epochs':>6} {'test acc':>8} {'density':>8}  name")
     for row in rows:
         acc = f"{100 * row['final_test_acc']:.2f}" if row["final_test_acc"] is not None else "-"
-        typer.echo(f"{row['status']:<8} {row['epochs_done']:>6} {acc:>8} {row['density']:>8.4f}  {row['name']}")
+        typer.echo(
+            f"{row['status']:<8} {row['epochs_done']:>6} {acc:>8} {row['density']:>8.4f}  {row['name']}"
+        )
     typer.echo(f"{len(rows)} runs in {runs_dir}")
 
 
@@ -307,8 +360,9 @@ def demo(
     from prunelab.studies.demo import demo_study
 
     began = time.perf_counter()
-    summary, report_path = run_sanity_study(demo_study(), out / "runs", report_dir=out / "report",
-                                            workers=workers, data_dir=data_dir)
+    summary, report_path = run_sanity_study(
+        demo_study(), out / "runs", report_dir=out / "report", workers=workers, data_dir=data_dir
+    )
     typer.echo(f"finished in {time.perf_counter() - began:.0f} s")
     typer.echo(f"report: {report_path.resolve()}")
     typer.echo(f"        {(report_path.parent / 'report.md').resolve()}")

@@ -22,7 +22,9 @@ _SMALL = TrainConfig(epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, sched
 PRESETS: dict[str, Preset] = {
     "mnist1d": Preset("mlp", _SMALL),
     "digits": Preset("cnn2d", _SMALL),
-    "synthetic": Preset("mlp", TrainConfig(epochs=5, batch_size=32, lr=0.05, schedule="cosine", augment=False)),
+    "synthetic": Preset(
+        "mlp", TrainConfig(epochs=5, batch_size=32, lr=0.05, schedule="cosine", augment=False)
+    ),
     "cifar10": Preset("vgg19", TrainConfig()),
     "cifar100": Preset("vgg19", TrainConfig()),
 }

@@ -36,7 +36,9 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_dataset(name: str, options: tuple[tuple[str, Any], ...], data_dir: str | None, device: str) -> DataBundle:
+def _cached_dataset(
+    name: str, options: tuple[tuple[str, Any], ...], data_dir: str | None, device: str
+) -> DataBundle:
     return load_dataset(name, data_dir=data_dir, device=device, **dict(options))
 
 
@@ -82,7 +84,11 @@ def execute_run(
     run_dir = store.begin(spec)
 
     model = build_model(
-        spec.model.name, data.input_shape, data.num_classes, seed=derive_seed(spec.seed, "init"), **spec.model.options
+        spec.model.name,
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(spec.seed, "init"),
+        **spec.model.options,
     ).to(dev)
 
     mask: Mask | None = None

@@ -137,7 +137,10 @@ class RunSpec(BaseModel):
             parts.append("dense")
         else:
             parts.append(self.pruning.method)
-            if self.pruning.allocation and self.pruning.allocation != METHODS.get(self.pruning.method).allocation:
+            if (
+                self.pruning.allocation
+                and self.pruning.allocation != METHODS.get(self.pruning.method).allocation
+            ):
                 parts.append(self.pruning.allocation.replace("like:", "like-").replace("/", "_")[:24])
             parts.append(f"d{self.pruning.density:g}")
             parts.extend(self.pruning.checks)
@@ -171,4 +174,6 @@ def load_yaml(path: str | Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise PrunelabError(f"spec file {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise PrunelabError(
+            f"spec file {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})"
+        ) from None

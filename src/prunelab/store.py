@@ -97,7 +97,11 @@ class RunStore:
         if not (run_dir / "spec.json").is_file():
             write_json_atomic(
                 run_dir / "spec.json",
-                {"canonical": spec.canonical(), "hash": spec.run_hash(), "spec": spec.model_dump(mode="json")},
+                {
+                    "canonical": spec.canonical(),
+                    "hash": spec.run_hash(),
+                    "spec": spec.model_dump(mode="json"),
+                },
             )
         self._upsert(spec, status="running")
         return run_dir
@@ -159,7 +163,9 @@ class RunStore:
             return None
         return TrainState(int(blob["epoch"]), blob["model"], blob["optimizer"], blob["generator"])
 
-    def finish(self, spec: RunSpec, result: Mapping[str, Any], model_state: Mapping[str, torch.Tensor]) -> None:
+    def finish(
+        self, spec: RunSpec, result: Mapping[str, Any], model_state: Mapping[str, torch.Tensor]
+    ) -> None:
         """Write final weights, then result.json (the done marker), then drop the checkpoint."""
         run_dir = self.run_dir(spec)
         weights = run_dir / "model.safetensors"
@@ -180,7 +186,13 @@ class RunStore:
     def reset(self, spec: RunSpec) -> None:
         """Forget a run (for ``force``): its files are removed before it is recomputed."""
         run_dir = self.run_dir(spec)
-        for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "mask.safetensors", "model.safetensors"):
+        for name in (
+            "result.json",
+            "checkpoint.pt",
+            "metrics.jsonl",
+            "mask.safetensors",
+            "model.safetensors",
+        ):
             (run_dir / name).unlink(missing_ok=True)
 
     # -- index ----------------------------------------------------------------------------------

@@ -78,15 +78,20 @@ def build_model(
                 model = entry.constructor(tuple(input_shape), int(num_classes), **options)
     except TypeError as exc:
         raise PrunelabError(f"model {name!r}: bad option ({exc})") from None
-    model.prunelab_name = name.lower()
-    model.prunelab_family = entry.family
+    # setattr: nn.Module's typed __setattr__ only admits tensors and modules.
+    object.__setattr__(model, "prunelab_name", name.lower())
+    object.__setattr__(model, "prunelab_family", entry.family)
     # What it takes to build a fresh twin (the re-initialisation sanity check needs one).
-    model.prunelab_build = {
-        "name": name.lower(),
-        "input_shape": tuple(input_shape),
-        "num_classes": int(num_classes),
-        "options": dict(options),
-    }
+    object.__setattr__(
+        model,
+        "prunelab_build",
+        {
+            "name": name.lower(),
+            "input_shape": tuple(input_shape),
+            "num_classes": int(num_classes),
+            "options": dict(options),
+        },
+    )
     return model
 
 

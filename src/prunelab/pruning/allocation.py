@@ -280,7 +280,9 @@ def smart_ratio_keep_fractions(
 def smart_ratio_allocation(ctx: AllocationContext) -> Counts:
     variant = "resnet" if ctx.family in ("resnet", "wrn") else "vgg"
     keep, last_count = smart_ratio_keep_fractions(ctx.layers, ctx.density, variant=variant)
-    counts = {l.name: l.numel if keep[l.name] >= 1.0 else int(keep[l.name] * l.numel) for l in ctx.layers[:-1]}
+    counts = {
+        l.name: l.numel if keep[l.name] >= 1.0 else int(keep[l.name] * l.numel) for l in ctx.layers[:-1]
+    }
     counts[ctx.layers[-1].name] = last_count
     return counts
 

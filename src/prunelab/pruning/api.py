@@ -86,7 +86,9 @@ def _resolve_allocation(allocation: str | AllocationFn | Mask | None, method: Me
     return allocation
 
 
-def _input_shape(model: nn.Module, batches: list[Batch] | None, given: Sequence[int] | None) -> tuple[int, ...]:
+def _input_shape(
+    model: nn.Module, batches: list[Batch] | None, given: Sequence[int] | None
+) -> tuple[int, ...]:
     if given is not None:
         return tuple(given)
     if batches:
@@ -136,11 +138,18 @@ def compute_mask(
             scores = invert_scores(scores)
         if r > 1:
             scores = {
-                n: torch.where(current[n].to(s.device), s.double(), torch.tensor(-math.inf, dtype=torch.float64))
+                n: torch.where(
+                    current[n].to(s.device), s.double(), torch.tensor(-math.inf, dtype=torch.float64)
+                )
                 for n, s in scores.items()
             }
         counts = allocate(
-            layers, round_density, allocation, scores=scores, family=family, last_layer_density=last_layer_density
+            layers,
+            round_density,
+            allocation,
+            scores=scores,
+            family=family,
+            last_layer_density=last_layer_density,
         )
         current = select_top(layers, scores, counts)
     return current

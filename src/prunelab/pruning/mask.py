@@ -153,7 +153,9 @@ class Mask(Mapping[str, Tensor]):
                 meta = handle.metadata() or {}
             tensors = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for corrupt files
-            raise PrunelabError(f"mask file {str(path)!r} is not a readable safetensors file ({exc})") from None
+            raise PrunelabError(
+                f"mask file {str(path)!r} is not a readable safetensors file ({exc})"
+            ) from None
         if meta.get("format") != _FORMAT:
             raise PrunelabError(f"{str(path)!r} is not a prunelab mask (format {meta.get('format')!r})")
         order = json.loads(meta["order"])

@@ -57,7 +57,9 @@ class Method:
         for key, value in (overrides or {}).items():
             if key not in merged:
                 valid = ", ".join(sorted(merged)) or "none"
-                raise PrunelabError(f"unknown option {key!r} for method {self.name!r}; valid options: {valid}")
+                raise PrunelabError(
+                    f"unknown option {key!r} for method {self.name!r}; valid options: {valid}"
+                )
             merged[key] = value
         if int(merged["rounds"]) < 1:
             raise PrunelabError(f"rounds must be >= 1, got {merged['rounds']!r}")
@@ -100,18 +102,49 @@ def register_method(
 
 _SCORING_SAMPLES = {"samples_per_class": 10}
 for _method in (
-    Method("random", random_scores, "uniform", False, description="uniformly random subset per layer",
-           paper="Liu et al. 2022 (random pruning); Su et al. 2020 (random tickets)"),
-    Method("magnitude", magnitude_scores, "global", False, description="largest |w| at initialisation",
-           paper="Frankle et al. 2021 (magnitude at init); Su et al. 2020"),
-    Method("snip", snip_scores, "global", True, options=_SCORING_SAMPLES,
-           description="connection sensitivity |w * dL/dw| on N samples per class",
-           paper="Lee et al. 2019; checked by Su et al. 2020"),
-    Method("grasp", grasp_scores, "global", True, options={**_SCORING_SAMPLES, "temperature": 200.0},
-           description="gradient-signal preservation, keep-score w * Hg (T = 200)",
-           paper="Wang et al. 2020; checked by Su et al. 2020"),
-    Method("synflow", synflow_scores, "global", False, rounds=100, options={"float64": False},
-           description="iterative synaptic flow, data-free, 100 rounds",
-           paper="Tanaka et al. 2020; checked by Frankle et al. 2021"),
+    Method(
+        "random",
+        random_scores,
+        "uniform",
+        False,
+        description="uniformly random subset per layer",
+        paper="Liu et al. 2022 (random pruning); Su et al. 2020 (random tickets)",
+    ),
+    Method(
+        "magnitude",
+        magnitude_scores,
+        "global",
+        False,
+        description="largest |w| at initialisation",
+        paper="Frankle et al. 2021 (magnitude at init); Su et al. 2020",
+    ),
+    Method(
+        "snip",
+        snip_scores,
+        "global",
+        True,
+        options=_SCORING_SAMPLES,
+        description="connection sensitivity |w * dL/dw| on N samples per class",
+        paper="Lee et al. 2019; checked by Su et al. 2020",
+    ),
+    Method(
+        "grasp",
+        grasp_scores,
+        "global",
+        True,
+        options={**_SCORING_SAMPLES, "temperature": 200.0},
+        description="gradient-signal preservation, keep-score w * Hg (T = 200)",
+        paper="Wang et al. 2020; checked by Su et al. 2020",
+    ),
+    Method(
+        "synflow",
+        synflow_scores,
+        "global",
+        False,
+        rounds=100,
+        options={"float64": False},
+        description="iterative synaptic flow, data-free, 100 rounds",
+        paper="Tanaka et al. 2020; checked by Frankle et al. 2021",
+    ),
 ):
     METHODS.add(_method.name, _method)

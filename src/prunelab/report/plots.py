@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from prunelab.studies.sanity import SanitySummary  # noqa: E402
 
-_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-          "axes.spines.right": False}
+_STYLE: Any = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def accuracy_vs_density(summary: SanitySummary, path: Path) -> Path:
@@ -66,10 +73,17 @@ def check_effects(summary: SanitySummary, path: Path) -> Path:
                     continue
                 diff = verdict.test.diff
                 significant = verdict.test.p_value < 0.05
-                ax.bar(i + (j - (len(checks) - 1) / 2) * width, 100 * diff.mean, width,
-                       yerr=100 * diff.half_width if not math.isnan(diff.half_width) else 0,
-                       color=cmap(j), alpha=0.9 if significant else 0.45, hatch=None if significant else "//",
-                       label=check if i == 0 else None, capsize=2)
+                ax.bar(
+                    i + (j - (len(checks) - 1) / 2) * width,
+                    100 * diff.mean,
+                    width,
+                    yerr=100 * diff.half_width if not math.isnan(diff.half_width) else 0,
+                    color=cmap(j),
+                    alpha=0.9 if significant else 0.45,
+                    hatch=None if significant else "//",
+                    label=check if i == 0 else None,
+                    capsize=2,
+                )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(methods)), methods)
         ax.set_ylabel("accuracy change vs unchecked method (pp)")
@@ -85,16 +99,20 @@ def layer_densities(summary: SanitySummary, path: Path) -> Path:
     """Per-layer density of each method's mask (and the random tickets'), one panel per density."""
     densities = sorted({d for _, d in summary.per_layer}, reverse=True)
     with plt.rc_context(_STYLE):
-        fig, axes = plt.subplots(1, max(len(densities), 1), figsize=(5.2 * max(len(densities), 1), 4.0),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, max(len(densities), 1), figsize=(5.2 * max(len(densities), 1), 4.0), squeeze=False
+        )
         for ax, density in zip(axes[0], densities, strict=False):
             for (label, d), rows in sorted(summary.per_layer.items()):
                 if d != density or "+" in label:
                     continue
                 style = "--" if label.startswith("random ticket") else "-"
-                ax.plot(range(1, len(rows) + 1), [max(r[1], 1e-4) for r in rows], style, marker=".", label=label)
+                ax.plot(
+                    range(1, len(rows) + 1), [max(r[1], 1e-4) for r in rows], style, marker=".", label=label
+                )
             ax.set_yscale("log")
-            ax.set_xlabel("layer (registration order)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("layer (registration order; an empty layer is drawn at 1e-4)")
             ax.set_ylabel("layer density (kept fraction)")
             ax.set_title(f"overall density {density:g}")
             ax.legend(fontsize=7)

@@ -53,14 +53,22 @@ def _headline(summary: SanitySummary) -> list[str]:
         if test.p_value < SIGNIFICANCE and test.diff.mean > 0:
             continue  # only call out where a random ticket matches or beats the method
         verb = "beats" if test.p_value < SIGNIFICANCE else "matches"
-        lines.append(f"{row['ticket']} {verb} **{row['method']}** ({_pp(test.diff)} pp for the method).")
+        lines.append(
+            f"{row['ticket']} {verb} **{row['method']}**: method minus ticket = {_pp(test.diff)} pp, "
+            f"p = {_p(test.p_value)}."
+        )
+    for (label, density), layers in sorted(summary.collapsed.items()):
+        if "+" not in label:
+            lines.append(
+                f"Layer collapse: **{label}** at density {density:g} prunes every weight of "
+                f"{', '.join(layers)}, so the network cannot learn (accuracy at chance)."
+            )
     return lines
 
 
 def _verdict_rows(verdicts: list[Verdict]) -> list[list[str]]:
     return [
-        [v.method, v.check, _pp(v.test.diff),
-         _p(v.test.p_value), str(v.n_pairs), v.conclusion]
+        [v.method, v.check, _pp(v.test.diff), _p(v.test.p_value), str(v.n_pairs), v.conclusion]
         for v in verdicts
     ]
 
@@ -143,48 +151,98 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
     verdict_rows = _verdict_rows(summary.verdicts)
     acc_header, acc_rows = _accuracy_table(summary)
     title = f"Sanity-check study: {summary.study.name}"
-    missing = f"\n\n> {summary.missing} run(s) not finished; their cells are missing.\n" if summary.missing else ""
+    missing = (
+        f"\n\n> {summary.missing} run(s) not finished; their cells are missing.\n" if summary.missing else ""
+    )
 
-    md = [f"# {title}", "", *[f"- {line}" for line in _setup_lines(summary)], missing, "## At a glance", "",
-          *[f"- {line}" for line in headline], "", "## Verdict per method and check", "",
-          _md_table(verdict_header, verdict_rows), "", "## Test accuracy (%)", "", _md_table(acc_header, acc_rows),
-          "", "## Plots", "", "![accuracy against density](accuracy_vs_density.png)", "",
-          "![check effects](check_effects.png)", "", "![per-layer densities](layer_densities.png)", ""]
+    md = [
+        f"# {title}",
+        "",
+        *[f"- {line}" for line in _setup_lines(summary)],
+        missing,
+        "## At a glance",
+        "",
+        *[f"- {line}" for line in headline],
+        "",
+        "## Verdict per method and check",
+        "",
+        _md_table(verdict_header, verdict_rows),
+        "",
+        "## Test accuracy (%)",
+        "",
+        _md_table(acc_header, acc_rows),
+        "",
+        "## Plots",
+        "",
+        "![accuracy against density](accuracy_vs_density.png)",
+        "",
+        "![check effects](check_effects.png)",
+        "",
+        "![per-layer densities](layer_densities.png)",
+        "",
+    ]
     _write_text(out / "report.md", "\n".join(md))
 
-    classes = ["hurts" if v.passes else ("helps" if "helps" in v.conclusion else "neutral") for v in summary.verdicts]
+    classes = [
+        "hurts" if v.passes else ("helps" if "helps" in v.conclusion else "neutral") for v in summary.verdicts
+    ]
     images = {name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="sub">{"<br>".join(_inline_markdown(x) for x in _setup_lines(summary))}</p>
-{f'<p><b>{summary.missing} run(s) not finished.</b></p>' if summary.missing else ''}
-<h2>At a glance</h2><div class="headline"><ul>{''.join(f'<li>{_inline_markdown(x)}</li>' for x in headline)}</ul></div>
+{f"<p><b>{summary.missing} run(s) not finished.</b></p>" if summary.missing else ""}
+<h2>At a glance</h2><div class="headline"><ul>{"".join(f"<li>{_inline_markdown(x)}</li>" for x in headline)}</ul></div>
 <h2>Verdict per method and check</h2>
 <p class="legend"><span style="background:#e6f4ea">check hurts: method uses that information (passes)</span>
 <span style="background:#fdecea">no significant effect (fails the check)</span>
 <span style="background:#fff4e5">check helps</span></p>
 {_html_table(verdict_header, verdict_rows, classes)}
-<h2>Accuracy against density</h2><img src="data:image/png;base64,{images['accuracy_vs_density.png']}">
+<h2>Accuracy against density</h2><img src="data:image/png;base64,{images["accuracy_vs_density.png"]}">
 {_html_table(acc_header, acc_rows)}
-<h2>What each check does</h2><img src="data:image/png;base64,{images['check_effects.png']}">
-<h2>Per-layer densities of each method's mask</h2><img src="data:image/png;base64,{images['layer_densities.png']}">
+<h2>What each check does</h2><img src="data:image/png;base64,{images["check_effects.png"]}">
+<h2>Per-layer densities of each method's mask</h2><img src="data:image/png;base64,{images["layer_densities.png"]}">
 </body></html>"""
     _write_text(out / "report.html", page)
 
     with open(out / "cells.csv.tmp", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["variant", "group", "method", "check", "allocation", "density", "n", "mean_acc", "ci_half"])
+        writer.writerow(
+            ["variant", "group", "method", "check", "allocation", "density", "n", "mean_acc", "ci_half"]
+        )
         for c in summary.cells:
-            writer.writerow([c.variant.label, c.variant.group, c.variant.method, c.variant.check,
-                             c.variant.allocation, c.density, c.accuracy.n, c.accuracy.mean, c.accuracy.half_width])
+            writer.writerow(
+                [
+                    c.variant.label,
+                    c.variant.group,
+                    c.variant.method,
+                    c.variant.check,
+                    c.variant.allocation,
+                    c.density,
+                    c.accuracy.n,
+                    c.accuracy.mean,
+                    c.accuracy.half_width,
+                ]
+            )
     os.replace(out / "cells.csv.tmp", out / "cells.csv")
     with open(out / "verdicts.csv.tmp", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "check", "mean_diff", "ci_half", "p_value", "test", "n_pairs", "conclusion"])
+        writer.writerow(
+            ["method", "check", "mean_diff", "ci_half", "p_value", "test", "n_pairs", "conclusion"]
+        )
         for v in summary.verdicts:
-            writer.writerow([v.method, v.check, v.test.diff.mean, v.test.diff.half_width, v.test.p_value,
-                             v.test.test, v.n_pairs, v.conclusion])
+            writer.writerow(
+                [
+                    v.method,
+                    v.check,
+                    v.test.diff.mean,
+                    v.test.diff.half_width,
+                    v.test.p_value,
+                    v.test.test,
+                    v.n_pairs,
+                    v.conclusion,
+                ]
+            )
     os.replace(out / "verdicts.csv.tmp", out / "verdicts.csv")
     return out / "report.html"
 

@@ -81,8 +81,14 @@ def run_specs(
             results[i] = done
         else:
             todo.append(i)
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=description, unit="run",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(specs),
+        initial=len(specs) - len(todo),
+        desc=description,
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     data_dir_s = None if data_dir is None else str(data_dir)
     try:
         if workers <= 1 or len(todo) <= 1 or device.startswith("cuda"):
@@ -92,10 +98,13 @@ def run_specs(
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(threads, tuple(plugins))) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, tuple(plugins))
+            ) as pool:
                 pending: dict[Future[dict[str, Any]], int] = {
-                    pool.submit(_worker_run, specs[i].model_dump_json(), str(store.root), data_dir_s, device, force): i
+                    pool.submit(
+                        _worker_run, specs[i].model_dump_json(), str(store.root), data_dir_s, device, force
+                    ): i
                     for i in todo
                 }
                 while pending:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from prunelab.report import write_sanity_report
 from prunelab.runners import run_specs
-from prunelab.studies.sanity import SanityStudy, SanitySummary, study_runs, summarize
 from prunelab.store import write_json_atomic
+from prunelab.studies.sanity import SanityStudy, SanitySummary, study_runs, summarize
 
 
 def run_sanity_study(
@@ -28,16 +27,31 @@ def run_sanity_study(
     Returns the summary and the path of the HTML report (``report_dir``, default
     ``<runs_dir>/reports/<study name>``).
     """
+    from prunelab.report import write_sanity_report  # the report imports this package's types
+
     runs = study_runs(study)
     results = run_specs(
-        [r.spec for r in runs], runs_dir, workers=workers, data_dir=data_dir, device=device,
-        force=force, progress=progress, plugins=plugins, description=study.name,
+        [r.spec for r in runs],
+        runs_dir,
+        workers=workers,
+        data_dir=data_dir,
+        device=device,
+        force=force,
+        progress=progress,
+        plugins=plugins,
+        description=study.name,
     )
     summary = summarize(study, runs, results)
     out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / study.name
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "study.json", {"study": study.model_dump(mode="json"),
-                                           "runs": [r.spec.run_name() for r in runs]})
+    write_json_atomic(
+        out / "study.json",
+        {
+            "study": study.model_dump(mode="json"),
+            "runs_dir": str(Path(runs_dir).resolve()),
+            "runs": [r.spec.run_name() for r in runs],
+        },
+    )
     html = write_sanity_report(summary, out)
     return summary, html
 

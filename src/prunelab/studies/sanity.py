@@ -112,14 +112,27 @@ def study_runs(study: SanityStudy) -> list[StudyRun]:
         for density in study.densities:
             for allocation in study.random_tickets:
                 pruning = PruningSpec(method="random", density=density, allocation=allocation)
-                add(Variant("random_ticket", "random", "none", pruning.allocation or allocation), density, seed, pruning)
+                add(
+                    Variant("random_ticket", "random", "none", pruning.allocation or allocation),
+                    density,
+                    seed,
+                    pruning,
+                )
             for method in study.methods:
                 default_alloc = METHODS.get(method).allocation
-                add(Variant("method", method, "none", default_alloc), density, seed,
-                    PruningSpec(method=method, density=density))
+                add(
+                    Variant("method", method, "none", default_alloc),
+                    density,
+                    seed,
+                    PruningSpec(method=method, density=density),
+                )
                 for check in study.applicable_checks(method):
-                    add(Variant("method", method, check, default_alloc), density, seed,
-                        PruningSpec(method=method, density=density, checks=(check,)))
+                    add(
+                        Variant("method", method, check, default_alloc),
+                        density,
+                        seed,
+                        PruningSpec(method=method, density=density, checks=(check,)),
+                    )
     return runs
 
 
@@ -170,6 +183,8 @@ class SanitySummary:
     per_layer: dict[tuple[str, float], list[tuple[str, float]]] = field(default_factory=dict)
     missing: int = 0
     ticket_comparison: list[dict[str, Any]] = field(default_factory=list)
+    #: (variant label, density) -> layers left with no weight at all (layer collapse), any seed
+    collapsed: dict[tuple[str, float], list[str]] = field(default_factory=dict)
 
     def cell(self, label: str, density: float) -> Cell | None:
         for c in self.cells:
@@ -178,11 +193,14 @@ class SanitySummary:
         return None
 
 
-def summarize(study: SanityStudy, runs: Sequence[StudyRun], results: Sequence[dict[str, Any] | None]) -> SanitySummary:
+def summarize(
+    study: SanityStudy, runs: Sequence[StudyRun], results: Sequence[dict[str, Any] | None]
+) -> SanitySummary:
     """Aggregate finished runs (``results[i]`` belongs to ``runs[i]``; None = not finished)."""
     acc: dict[tuple[Variant, float], dict[int, float]] = defaultdict(dict)
     per_layer: dict[tuple[str, float], list[tuple[str, float]]] = {}
     dense_values: list[float] = []
+    collapsed: dict[tuple[str, float], list[str]] = {}
     missing = 0
     for run, result in zip(runs, results, strict=True):
         if not result or result.get("status") != "done" or result.get("final_test_acc") is None:
@@ -194,6 +212,9 @@ def summarize(study: SanityStudy, runs: Sequence[StudyRun], results: Sequence[di
             continue
         acc[(run.variant, run.density)][run.seed] = value
         key = (run.variant.label, run.density)
+        empty = [row["name"] for row in result.get("per_layer", []) if row["kept"] == 0]
+        if empty:
+            collapsed.setdefault(key, sorted(set(collapsed.get(key, [])) | set(empty)))
         if run.variant.check in ("none", "shuffle_mask") and key not in per_layer and result.get("per_layer"):
             per_layer[key] = [(row["name"], row["kept"] / row["total"]) for row in result["per_layer"]]
 
@@ -201,8 +222,17 @@ def summarize(study: SanityStudy, runs: Sequence[StudyRun], results: Sequence[di
         Cell(variant, density, mean_ci(list(values.values())), tuple(values.values()))
         for (variant, density), values in acc.items()
     ]
-    cells.sort(key=lambda c: (c.variant.group != "method", c.variant.method, c.variant.check != "none",
-                              c.variant.check, c.variant.allocation, -c.density))
+    method_order = {m: i for i, m in enumerate(study.methods)}
+    check_order = {c: i for i, c in enumerate(("none", *study.checks))}
+    cells.sort(
+        key=lambda c: (
+            c.variant.group != "method",
+            method_order.get(c.variant.method, len(method_order)),
+            check_order.get(c.variant.check, len(check_order)),
+            c.variant.allocation,
+            -c.density,
+        )
+    )
 
     verdicts: list[Verdict] = []
     for method in study.methods:
@@ -231,8 +261,14 @@ def summarize(study: SanityStudy, runs: Sequence[StudyRun], results: Sequence[di
                     treated.append(mine[seed])
                     control.append(theirs[seed])
             if control:
-                comparison.append({"method": method, "ticket": ticket.label, "test": paired_test(treated, control),
-                                   "n_pairs": len(control)})
+                comparison.append(
+                    {
+                        "method": method,
+                        "ticket": ticket.label,
+                        "test": paired_test(treated, control),
+                        "n_pairs": len(control),
+                    }
+                )
 
     return SanitySummary(
         study=study,
@@ -242,4 +278,5 @@ def summarize(study: SanityStudy, runs: Sequence[StudyRun], results: Sequence[di
         per_layer=per_layer,
         missing=missing,
         ticket_comparison=comparison,
+        collapsed=collapsed,
     )
