@@ -8,9 +8,10 @@ their canonical form and their hash (``tests/test_spec.py`` pins literal hashes)
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,42 +21,44 @@ from prunelab.pruning.allocation import ALLOCATIONS
 from prunelab.pruning.checks import CHECKS
 from prunelab.pruning.methods import METHODS
 from prunelab.pruning.prunable import PrunableSet
+from prunelab.registry import Registry
 from prunelab.training.config import TrainConfig
 
 SPEC_VERSION = "prunelab-run-v1"
 OptionValue = int | float | str | bool | list[int] | list[float]
 
 
-class DataSpec(BaseModel):
+class _RegistryEntrySpec(BaseModel):
+    """A registry name (validated against the registry, lower-cased) and its options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    #: ``"module:ATTRIBUTE"`` of the registry the name must be in (imported lazily: no cycles).
+    registry_path: ClassVar[str]
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        module, attribute = cls.registry_path.split(":")
+        registry: Registry[Any] = getattr(importlib.import_module(module), attribute)
+        registry.get(value)
+        return value.lower()
+
+
+class DataSpec(_RegistryEntrySpec):
     """Which dataset (a registry name) and its options."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    registry_path: ClassVar[str] = "prunelab.data:DATASETS"
     name: str = "mnist1d"
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        from prunelab.data import DATASETS
-
-        DATASETS.get(value)
-        return value.lower()
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(_RegistryEntrySpec):
     """Which model (a registry name) and its constructor options."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    registry_path: ClassVar[str] = "prunelab.models:MODELS"
     name: str = "mlp"
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        from prunelab.models import MODELS
-
-        MODELS.get(value)
-        return value.lower()
 
 
 class PruningSpec(BaseModel):
