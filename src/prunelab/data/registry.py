@@ -1,0 +1,101 @@
+"""Dataset registry (name -> loader) and :func:`load_dataset`, the entry point the rest of prunelab uses."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunelab.data.bundle import DataBundle
+from prunelab.errors import PrunelabError
+from prunelab.registry import Registry
+
+#: A loader is ``loader(data_dir, *, download, **options) -> DataBundle`` (tensors on CPU); its options
+#: are keyword-only parameters with defaults, which is also how unknown options are detected.
+DatasetLoader = Callable[..., DataBundle]
+
+#: Environment variable overriding :func:`default_data_dir`.
+DATA_DIR_ENV = "PRUNELAB_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset.
+
+    Attributes:
+        loader: ``loader(data_dir: Path, *, download: bool, **options) -> DataBundle`` on CPU.
+        description: one line for ``prunelab datasets``.
+        embedded: True when the data ships with an installed package or is generated locally (never
+            downloaded), so it works offline.
+    """
+
+    loader: DatasetLoader
+    description: str
+    embedded: bool
+
+    def options(self) -> dict[str, Any]:
+        """The loader's options and their defaults, e.g. ``{"num_samples": 5000, "seed": 42}``."""
+        return {
+            p.name: p.default
+            for p in inspect.signature(self.loader).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "download"
+        }
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(
+    name: str, *, description: str, embedded: bool
+) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Decorator registering ``loader(data_dir, *, download, **options)`` under ``name``."""
+
+    def decorate(loader: DatasetLoader) -> DatasetLoader:
+        DATASETS.add(name, DatasetEntry(loader, description, embedded))
+        return loader
+
+    return decorate
+
+
+def default_data_dir() -> Path:
+    """``$PRUNELAB_DATA_DIR`` if set, else ``~/.cache/prunelab/data``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "prunelab" / "data"
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+    **options: Any,
+) -> DataBundle:
+    """Load registered dataset ``name`` as a :class:`DataBundle` with every tensor on ``device``.
+
+    Args:
+        name: a registered name (case-insensitive): ``mnist1d``, ``digits``, ``cifar10``, ``cifar100``,
+            ``synthetic``.
+        data_dir: where downloads and caches live; default :func:`default_data_dir`.
+        device: device for the returned tensors.
+        download: allow network downloads of missing archives.
+        **options: dataset-specific options (see ``DATASETS.get(name).options()``).
+
+    Raises:
+        PrunelabError: unknown dataset or option; :class:`~prunelab.errors.DataError` when the data is
+            missing, corrupt or fails its checksum.
+    """
+    entry = DATASETS.get(name)
+    valid = entry.options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        choices = ", ".join(sorted(valid)) if valid else "(none)"
+        raise PrunelabError(f"unknown option {unknown[0]!r} for dataset {name!r}; valid options: {choices}")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    bundle = entry.loader(root, download=download, **options)
+    return bundle.to(device)
