@@ -5,6 +5,7 @@ Benchmarks are not tests: they measure and report, and never assert on time.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -149,3 +150,17 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     payload = {**payload, "load_average_1min_at_end": load_average()}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """The options every benchmark takes: --threads, --device, --malloc, --seed and --name."""
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument(
+        "--malloc",
+        choices=("default", "tuned"),
+        default="default",
+        help="tuned: raise glibc's mmap/trim thresholds so steps stop re-faulting memory (see README)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=default_name, help="results file bench/results/<name>.json")

@@ -28,6 +28,7 @@ from torch import Tensor
 
 import prunelab
 from _common import (
+    add_common_arguments,
     environment,
     median,
     print_table,
@@ -128,16 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument("--epoch-steps", type=int, default=5, help="training steps per timed repeat")
     parser.add_argument("--epoch-repeats", type=int, default=5, help="timed repeats of the training steps")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument(
-        "--malloc",
-        choices=("default", "tuned"),
-        default="default",
-        help="tuned: raise glibc's mmap/trim thresholds so steps stop re-faulting memory (see README)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", default="mask_time", help="results file bench/results/<name>.json")
+    add_common_arguments(parser, "mask_time")
     args = parser.parse_args(argv)
     args.method_list = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     for m in args.method_list:

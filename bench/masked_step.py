@@ -45,6 +45,7 @@ from torch.nn.utils import prune as torch_prune
 
 import prunelab
 from _common import (
+    add_common_arguments,
     environment,
     median,
     minor_faults,
@@ -285,16 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--density", type=float, default=0.1, help="kept fraction of the random mask")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument(
-        "--malloc",
-        choices=("default", "tuned"),
-        default="default",
-        help="tuned: raise glibc's mmap/trim thresholds so steps stop re-faulting memory (see README)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--name", default="masked_step", help="results file bench/results/<name>.json")
+    add_common_arguments(parser, "masked_step")
     args = parser.parse_args(argv)
     args.model_list = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.model_list if m not in MODELS]
