@@ -164,3 +164,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> 
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default=default_name, help="results file bench/results/<name>.json")
+
+
+def start(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
+    """Apply the common options (malloc, threads, device) and record the environment."""
+    malloc = tune_malloc() if args.malloc == "tuned" else "default"
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    env = {**environment(device, torch.get_num_threads()), "malloc": malloc}
+    warn_if_busy()
+    return device, env

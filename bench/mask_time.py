@@ -29,13 +29,10 @@ from torch import Tensor
 import prunelab
 from _common import (
     add_common_arguments,
-    environment,
     median,
     print_table,
-    resolve_device,
+    start,
     timed,
-    tune_malloc,
-    warn_if_busy,
     write_json,
 )
 from prunelab.training.trainer import MaskEnforcer, make_optimizer
@@ -139,11 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    malloc = tune_malloc() if args.malloc == "tuned" else "default"
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    env = {**environment(device, torch.get_num_threads()), "malloc": malloc}
-    warn_if_busy()
+    device, env = start(args)
     bundle = cifar_shaped_bundle(args.train_size, 500, args.seed, device)
 
     step_s, step_all = seconds_per_step(bundle, args, device)

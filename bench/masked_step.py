@@ -46,14 +46,11 @@ from torch.nn.utils import prune as torch_prune
 import prunelab
 from _common import (
     add_common_arguments,
-    environment,
     median,
     minor_faults,
     print_table,
-    resolve_device,
+    start,
     timed,
-    tune_malloc,
-    warn_if_busy,
     write_json,
 )
 from prunelab.pruning.mask import Mask
@@ -297,11 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    malloc = tune_malloc() if args.malloc == "tuned" else "default"
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    env = {**environment(device, torch.get_num_threads()), "malloc": malloc}
-    warn_if_busy()
+    device, env = start(args)
     records = [bench_model(m, args, device) for m in args.model_list]
 
     print(

@@ -21,12 +21,12 @@ from typing import IO
 import numpy as np
 import torch
 
-from prunelab.data._options import as_bool
 from prunelab.data.bundle import DataBundle
 from prunelab.data.download import ArchiveSource, ensure_archive
 from prunelab.data.registry import register_dataset
 from prunelab.data.transforms import CropFlip, normalize
 from prunelab.errors import DataError, PrunelabError
+from prunelab.options import as_bool
 
 #: Where each archive comes from. Tests substitute fabricated archives here (``monkeypatch.setitem``).
 CIFAR_SOURCES: dict[str, ArchiveSource] = {

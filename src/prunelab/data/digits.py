@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prunelab.data._options import as_bool, as_fraction, as_int
 from prunelab.data.bundle import DataBundle
 from prunelab.data.registry import register_dataset
 from prunelab.data.transforms import CropFlip
+from prunelab.options import as_bool, as_fraction, as_int
 
 NUM_CLASSES = 10
 

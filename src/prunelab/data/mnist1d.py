@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from prunelab.data._options import as_int
 from prunelab.data.bundle import DataBundle
 from prunelab.data.registry import register_dataset
 from prunelab.errors import DataError
+from prunelab.options import as_int
 
 NUM_CLASSES = 10
 _KEYS = ("x", "y", "x_test", "y_test")

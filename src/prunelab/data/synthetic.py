@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from prunelab.data._options import as_int, as_shape
 from prunelab.data.bundle import DataBundle
 from prunelab.data.registry import register_dataset
 from prunelab.errors import PrunelabError
+from prunelab.options import as_int, as_shape
 from prunelab.seeding import derive_seed
 
 

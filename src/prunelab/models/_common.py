@@ -5,24 +5,12 @@ from __future__ import annotations
 from torch import nn
 
 from prunelab.errors import PrunelabError
+from prunelab.options import as_int
 
 
 def positive_int(value: object, what: str) -> int:
-    """``value`` as an int >= 1, or a :class:`PrunelabError` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PrunelabError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def positive_float(value: object, what: str) -> float:
-    """``value`` as a float > 0, or a :class:`PrunelabError` naming ``what``."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PrunelabError(f"{what} must be a positive number, got {value!r}") from None
-    if not number > 0:
-        raise PrunelabError(f"{what} must be a positive number, got {value!r}")
-    return number
+    """``value`` as an int >= 1 (see :func:`prunelab.options.as_int`)."""
+    return as_int(value, what, minimum=1)
 
 
 def image_shape(input_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from prunelab.models._common import image_shape, init_conv_bn_linear_, positive_float, positive_int
+from prunelab.models._common import image_shape, init_conv_bn_linear_, positive_int
 from prunelab.models.registry import ModelConstructor, register_model
+from prunelab.options import as_positive_float
 
 #: Simonyan & Zisserman's configurations A, B, D, E; an int is a conv3x3 width, "M" a 2x2 max-pool.
 #: The CIFAR pruning code drops the fifth, last pool: the 32x32 map is 2x2 after the features and is
@@ -78,7 +79,7 @@ def vgg(depth: int) -> ModelConstructor:
             image_shape(input_shape, f"vgg{depth}"),
             positive_int(num_classes, "num_classes"),
             conv_bias=bool(conv_bias),
-            width=positive_float(width, "width"),
+            width=as_positive_float(width, "width"),
         )
 
     construct.__name__ = construct.__qualname__ = f"vgg{depth}"

@@ -1,4 +1,5 @@
-"""Validation of dataset options, with the one-line errors users see (options may arrive from YAML/CLI)."""
+"""Validation of dataset and model options, with the one-line errors users see (options may arrive
+from YAML or the CLI as strings)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,14 @@ def as_shape(value: object, what: str) -> tuple[int, ...]:
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) == 0:
         raise PrunelabError(f"{what} must be a non-empty list of positive integers, got {value!r}")
     return tuple(as_int(v, what, minimum=1) for v in value)
+
+
+def as_positive_float(value: object, what: str) -> float:
+    """``value`` as a float > 0."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PrunelabError(f"{what} must be a positive number, got {value!r}") from None
+    if not number > 0:
+        raise PrunelabError(f"{what} must be a positive number, got {value!r}")
+    return number
