@@ -23,16 +23,28 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import save_file
 
 from prunelab.errors import PrunelabError
-from prunelab.spec import RunSpec
 from prunelab.training.trainer import TrainState
 
 INDEX_NAME = "index.sqlite"
+
+
+class StoredSpec(Protocol):
+    """What the store needs of a spec: :class:`RunSpec` and the studies' own run specs have it."""
+
+    def canonical(self) -> str: ...
+
+    def run_hash(self) -> str: ...
+
+    def run_name(self) -> str: ...
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     hash TEXT PRIMARY KEY,
@@ -79,18 +91,18 @@ class RunStore:
             conn.close()
 
     # -- paths and status -----------------------------------------------------------------------
-    def run_dir(self, spec: RunSpec) -> Path:
+    def run_dir(self, spec: StoredSpec) -> Path:
         return self.root / spec.run_name()
 
-    def is_done(self, spec: RunSpec) -> bool:
+    def is_done(self, spec: StoredSpec) -> bool:
         return (self.run_dir(spec) / "result.json").is_file()
 
-    def result(self, spec: RunSpec) -> dict[str, Any] | None:
+    def result(self, spec: StoredSpec) -> dict[str, Any] | None:
         path = self.run_dir(spec) / "result.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def begin(self, spec: RunSpec) -> Path:
+    def begin(self, spec: StoredSpec) -> Path:
         """Create the run directory and its spec file; register the run as running."""
         run_dir = self.run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -106,14 +118,14 @@ class RunStore:
         self._upsert(spec, status="running")
         return run_dir
 
-    def append_metrics(self, spec: RunSpec, record: Mapping[str, Any]) -> None:
+    def append_metrics(self, spec: StoredSpec, record: Mapping[str, Any]) -> None:
         """Append one epoch's metrics line and fsync it."""
         with open(self.run_dir(spec) / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(dict(record), sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
-    def read_metrics(self, spec: RunSpec) -> list[dict[str, Any]]:
+    def read_metrics(self, spec: StoredSpec) -> list[dict[str, Any]]:
         path = self.run_dir(spec) / "metrics.jsonl"
         if not path.is_file():
             return []
@@ -125,7 +137,7 @@ class RunStore:
                 break  # a torn final line from a kill mid-write
         return rows
 
-    def truncate_metrics(self, spec: RunSpec, epochs_done: int) -> list[dict[str, Any]]:
+    def truncate_metrics(self, spec: StoredSpec, epochs_done: int) -> list[dict[str, Any]]:
         """Keep metric lines of epochs ``<= epochs_done`` (one per epoch); rewrite atomically."""
         kept: dict[int, dict[str, Any]] = {}
         for row in self.read_metrics(spec):
@@ -138,7 +150,7 @@ class RunStore:
         os.replace(tmp, path)
         return rows
 
-    def save_checkpoint(self, spec: RunSpec, state: TrainState) -> None:
+    def save_checkpoint(self, spec: StoredSpec, state: TrainState) -> None:
         path = self.run_dir(spec) / "checkpoint.pt"
         tmp = path.with_name(path.name + ".tmp")
         torch.save(
@@ -153,7 +165,7 @@ class RunStore:
         os.replace(tmp, path)
         self._upsert(spec, status="running", epochs_done=state.epoch)
 
-    def load_checkpoint(self, spec: RunSpec) -> TrainState | None:
+    def load_checkpoint(self, spec: StoredSpec) -> TrainState | None:
         path = self.run_dir(spec) / "checkpoint.pt"
         if not path.is_file():
             return None
@@ -164,7 +176,7 @@ class RunStore:
         return TrainState(int(blob["epoch"]), blob["model"], blob["optimizer"], blob["generator"])
 
     def finish(
-        self, spec: RunSpec, result: Mapping[str, Any], model_state: Mapping[str, torch.Tensor]
+        self, spec: StoredSpec, result: Mapping[str, Any], model_state: Mapping[str, torch.Tensor]
     ) -> None:
         """Write final weights, then result.json (the done marker), then drop the checkpoint."""
         run_dir = self.run_dir(spec)
@@ -183,7 +195,7 @@ class RunStore:
             density=result.get("density"),
         )
 
-    def reset(self, spec: RunSpec) -> None:
+    def reset(self, spec: StoredSpec) -> None:
         """Forget a run (for ``force``): its files are removed before it is recomputed."""
         run_dir = self.run_dir(spec)
         for name in (
@@ -196,9 +208,10 @@ class RunStore:
             (run_dir / name).unlink(missing_ok=True)
 
     # -- index ----------------------------------------------------------------------------------
-    def _upsert(self, spec: RunSpec, *, status: str, **fields: Any) -> None:
+    def _upsert(self, spec: StoredSpec, *, status: str, **fields: Any) -> None:
         now = time.time()
-        density = spec.pruning.density if spec.pruning else 1.0
+        pruning = getattr(spec, "pruning", None)
+        density = getattr(pruning, "density", 1.0) if pruning is not None else 1.0
         with self._db() as db:
             db.execute(
                 "INSERT INTO runs (hash, name, status, spec, created, updated, density) VALUES (?,?,?,?,?,?,?) "

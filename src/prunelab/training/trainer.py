@@ -137,6 +137,8 @@ def train(
     resume: TrainState | None = None,
     callbacks: Sequence[EpochCallback] = (),
     progress: Callable[[int, int], None] | None = None,
+    start_epoch: int = 0,
+    after_backward: Sequence[Callable[[], None]] = (),
 ) -> TrainResult:
     """Train ``model`` on ``data`` with SGD; pruned weights (``mask`` False) stay exactly zero.
 
@@ -149,10 +151,16 @@ def train(
         resume: continue from this state (epochs already done are skipped).
         callbacks: called after each epoch (metrics writing, checkpointing).
         progress: called as ``progress(epochs_done, epochs_total)``.
+        start_epoch: first epoch to run when not resuming; the lr schedule continues from there
+            (weight rewinding to epoch k trains epochs k..E-1 at their scheduled rates).
+        after_backward: called after each backward pass, before the gradients of pruned weights
+            are masked and the step is taken (e.g. the L1 penalty on BN scales of network slimming).
     """
     generator = generator or torch.Generator().manual_seed(0)
     optimizer = make_optimizer(model, config)
-    start = 0
+    if not 0 <= start_epoch <= config.epochs:
+        raise ValueError(f"start_epoch {start_epoch} outside [0, {config.epochs}]")
+    start = start_epoch
     if resume is not None:
         model.load_state_dict(resume.model_state)
         optimizer.load_state_dict(resume.optimizer_state)
@@ -185,6 +193,8 @@ def train(
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
+            for hook in after_backward:
+                hook()
             enforcer.mask_grads()
             optimizer.step()
             enforcer.apply_weights()
