@@ -92,3 +92,19 @@ def test_data_check_on_data_free_method_is_a_clear_error() -> None:
 def test_unknown_check_lists_choices() -> None:
     with pytest.raises(prunelab.PrunelabError, match="unknown check 'shuffle'.*shuffle_mask"):
         prunelab.prune(fresh(), "random", 0.2, check="shuffle")
+
+
+def test_effective_fan_reinit_scales_by_kept_inputs_per_unit() -> None:
+    from prunelab.pruning.checks import effective_fan_reinit
+    from prunelab.pruning.mask import Mask
+
+    layer = torch.nn.Linear(400, 50, bias=False)
+    model = torch.nn.Sequential(layer)
+    keep = torch.zeros(50, 400, dtype=torch.bool)
+    keep[:, :100] = True  # 100 kept inputs per unit: n_eff = 100, std = sqrt(2/100)
+    mask = Mask({"0.weight": keep})
+    effective_fan_reinit(model, mask, torch.Generator().manual_seed(0))
+    w = layer.weight.detach()
+    assert bool((w[:, 100:] == 0).all())
+    std = float(w[:, :100].std())
+    assert abs(std - (2 / 100) ** 0.5) < 0.01  # 5000 draws: sampling error of the std ~ 0.0014

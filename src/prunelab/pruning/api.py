@@ -15,7 +15,14 @@ from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError, check_density
 from prunelab.models.registry import fresh_twin, model_family
 from prunelab.pruning.allocation import AllocationFn, allocate, like_mask, select_top
-from prunelab.pruning.checks import CHECKS, DATA_TRANSFORMS, Check, invert_scores, reinitialise
+from prunelab.pruning.checks import (
+    CHECKS,
+    DATA_TRANSFORMS,
+    Check,
+    effective_fan_reinit,
+    invert_scores,
+    reinitialise,
+)
 from prunelab.pruning.checks import shuffle_mask as shuffle_mask_fn
 from prunelab.pruning.checks import shuffle_weights as shuffle_weights_fn
 from prunelab.pruning.mask import Mask
@@ -243,6 +250,8 @@ def prune(
         mask = shuffle_mask_fn(mask, check_gen)
     if any(c.name == "reinit" for c in checks):
         reinitialise(model, fresh_twin(model, derive_seed(seed, "reinit")))
+    if any(c.name == "reinit_fan" for c in checks):
+        effective_fan_reinit(model, mask, generator(seed, "reinit"))
     if any(c.name == "shuffle_weights" for c in checks):
         shuffle_weights_fn(model, mask, check_gen)
     mask.apply_(model)

@@ -14,6 +14,8 @@ check                     stage        what it destroys
 ``shuffle_weights``       weights      which surviving weight sits where: kept values permuted
                                        among the kept positions of each layer
 ``reinit``                weights      the initial values: fresh initialisation, same mask
+``reinit_fan``            weights      the initial values: fresh He init scaled by each
+                                       layer's *effective* fan-in (Liu et al. 2019 control)
 ========================  ===========  =====================================================
 
 All check randomness comes from the run's ``check`` stream (and ``reinit`` for re-initialisation).
@@ -56,6 +58,12 @@ for _check in (
     Check("shuffle_mask", "mask", False, "each layer's mask randomly permuted (per-layer counts kept)"),
     Check("shuffle_weights", "weights", False, "kept weights permuted among each layer's kept positions"),
     Check("reinit", "weights", False, "weights re-initialised from a fresh seed, same mask"),
+    Check(
+        "reinit_fan",
+        "weights",
+        False,
+        "fresh He init with each layer's effective fan-in (kept weights per output unit), same mask",
+    ),
 ):
     CHECKS.add(_check.name, _check)
 
@@ -108,6 +116,28 @@ def shuffle_weights(model: nn.Module, mask: Mask, generator: torch.Generator) ->
 def reinitialise(model: nn.Module, fresh: nn.Module) -> None:
     """Copy every parameter and buffer of ``fresh`` (a newly initialised twin) into ``model``."""
     model.load_state_dict(fresh.state_dict())
+
+
+@torch.no_grad()
+def effective_fan_reinit(model: nn.Module, mask: Mask, generator: torch.Generator) -> None:
+    """Re-initialise every masked weight as ``N(0, 2 / n_eff)`` times the mask, in place.
+
+    ``n_eff = nnz(mask) / C_out``: the number of kept inputs per output unit, i.e. He (Kaiming
+    normal, fan-in) init with the fan-in the sparse layer actually has. This is the random
+    re-initialisation of Liu et al. 2019 (``cifar_scratch_no_longer.py``, ``main_scratch_mask.py``).
+    Layers not in the mask, biases and norm parameters are left as they are.
+
+    Args:
+        model: the network; weights named in ``mask`` are overwritten.
+        mask: True = kept; shapes ``(C_out, ...)`` like the weights.
+        generator: CPU generator (the run's ``reinit`` stream).
+    """
+    params = mask.check_fits(model)
+    for name, param in params.items():
+        keep = mask[name].to(param.device)
+        fan = max(int(keep.sum()) / max(param.shape[0], 1), 1.0)
+        noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+        param.copy_((noise * (2.0 / fan) ** 0.5).to(param.device, param.dtype) * keep)
 
 
 DataTransform = Callable[[list[Batch], int, torch.Generator], list[Batch]]
