@@ -90,7 +90,7 @@ def test_prunable_set_options(data: prunelab.DataBundle) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "snp", "density": 0.1}, "unknown method 'snp'; valid choices: grasp, magnitude"),
+        ({"method": "snp", "density": 0.1}, "unknown method 'snp'; valid choices: .*grasp, .*magnitude"),
         ({"method": "snip", "density": 0.0}, r"density must be in \(0, 1\]"),
         ({"method": "snip", "density": 1.2}, r"density must be in \(0, 1\]"),
         ({"method": "random", "density": 0.1, "allocation": "erk2"}, "unknown allocation 'erk2'"),

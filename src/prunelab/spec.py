@@ -11,7 +11,7 @@ import hashlib
 import importlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -61,6 +61,66 @@ class ModelSpec(_RegistryEntrySpec):
     name: str = "mlp"
 
 
+def canonical_density(density: float) -> float:
+    """``density`` to 10 significant digits, so 0.8**3 and 0.512 name the same run."""
+    return float(f"{density:.10g}")
+
+
+#: Training-data corruptions a run (a dense trunk or an IMP level feeding a data check) can train on.
+TrainingCorruption = Literal["random_labels", "random_pixels"]
+
+
+class TicketSpec(BaseModel):
+    """The time points of a trained-weights method (DESIGN.md), relative to a dense *trunk* run
+    with the same data, model, training recipe and seed.
+
+    Attributes:
+        score: the trunk epoch whose weights are scored (0 = init) or ``"end"``; with IMP
+            (``rounds > 1``) every round after the first scores the previous round's trained ticket.
+        keep: what the kept weights are rewound to: a trunk epoch (0 = the initialisation: lottery
+            ticket; k > 0: weight rewinding) or ``"end"`` (the weights that were scored, i.e. the
+            trained ones: learning-rate rewinding and fine-tuning).
+        retrain: ``"restart"`` the full lr schedule (lottery ticket, lr rewinding), ``"continue"``
+            it from epoch ``keep`` (weight rewinding trains epochs keep..E-1), or ``"finetune"`` at
+            the constant ``finetune_lr`` for ``finetune_epochs``.
+        rounds: IMP rounds k: train, prune, rewind, k times; round j keeps density ``d**(j/k)``
+            of the prunable weights, so a fixed fraction ``1 - d**(1/k)`` of the remaining weights
+            goes each round (20% for ``d = 0.8**k``). 1 = one-shot.
+        finetune_lr: the fine-tuning learning rate.
+        finetune_epochs: fine-tuning epochs; None = a quarter of the training epochs (40 of 160).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    score: int | Literal["end"] = "end"
+    keep: int | Literal["end"] = 0
+    retrain: Literal["restart", "continue", "finetune"] = "restart"
+    rounds: int = Field(1, ge=1)
+    finetune_lr: float = Field(0.001, gt=0)
+    finetune_epochs: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TicketSpec:
+        for name in ("score", "keep"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{name} must be an epoch >= 0 or 'end', got {value}")
+        if self.retrain == "continue" and not (isinstance(self.keep, int) and self.keep > 0):
+            raise ValueError(
+                f"retrain 'continue' resumes the schedule at the rewound epoch, so keep must be an "
+                f"epoch > 0, got {self.keep!r}; valid: keep=k with retrain=continue, or retrain=restart"
+            )
+        if self.rounds > 1 and self.score != "end":
+            raise ValueError(
+                f"IMP (rounds={self.rounds}) scores each round's trained ticket, so score must be "
+                f"'end', got {self.score!r}"
+            )
+        return self
+
+    def finetune_epochs_for(self, epochs: int) -> int:
+        """Fine-tuning epochs for a recipe of ``epochs`` training epochs."""
+        return self.finetune_epochs if self.finetune_epochs is not None else max(1, epochs // 4)
+
+
 class PruningSpec(BaseModel):
     """How to prune: method, density (kept fraction of prunable weights), allocation, checks."""
 
@@ -71,6 +131,22 @@ class PruningSpec(BaseModel):
     checks: tuple[str, ...] = ()
     prunable: PrunableSet = Field(default_factory=PrunableSet)
     options: dict[str, OptionValue] = Field(default_factory=dict)
+    ticket: TicketSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_ticket(cls, data: Any) -> Any:
+        # Fields given for a trained-weights method override its defaults, so ``lr_rewinding``
+        # with ``{rounds: 3}`` stays learning-rate rewinding.
+        if isinstance(data, dict) and isinstance(data.get("method"), str):
+            try:
+                method = METHODS.get(data["method"])
+            except PrunelabError:
+                return data
+            given = data.get("ticket")
+            if method.ticket is not None and (given is None or isinstance(given, dict)):
+                data = {**data, "ticket": {**method.ticket, **(given or {})}}
+        return data
 
     @field_validator("method")
     @classmethod
@@ -80,7 +156,7 @@ class PruningSpec(BaseModel):
     @field_validator("density")
     @classmethod
     def _density(cls, value: float) -> float:
-        return check_density(value)
+        return canonical_density(check_density(value))
 
     @field_validator("checks", mode="before")
     @classmethod
@@ -107,6 +183,11 @@ class PruningSpec(BaseModel):
         method.resolve_options(self.options)
         return self
 
+    @property
+    def trained(self) -> bool:
+        """Whether this mask comes from a trained trunk (a ticket) rather than the initialisation."""
+        return self.ticket is not None
+
 
 class RunSpec(BaseModel):
     """One training run: data, model, optional pruning, training recipe, seed."""
@@ -117,6 +198,9 @@ class RunSpec(BaseModel):
     pruning: PruningSpec | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: int = 0
+    #: Train this run on corrupted data (a trunk, or an IMP level, whose trained weights are
+    #: scored under the random-labels / random-pixels sanity check). Evaluation stays clean.
+    training_corruption: TrainingCorruption | None = None
 
     def canonical(self) -> str:
         """Canonical JSON: non-default fields only, sorted keys, no whitespace."""
@@ -146,7 +230,11 @@ class RunSpec(BaseModel):
             ):
                 parts.append(self.pruning.allocation.replace("like:", "like-").replace("/", "_")[:24])
             parts.append(f"d{self.pruning.density:g}")
+            if self.pruning.ticket is not None and self.pruning.ticket.rounds > 1:
+                parts.append(f"r{self.pruning.ticket.rounds}")
             parts.extend(self.pruning.checks)
+        if self.training_corruption is not None:
+            parts.append(f"trained-on-{self.training_corruption}")
         parts.append(f"s{self.seed}")
         parts.append(self.run_hash())
         return "-".join(parts)

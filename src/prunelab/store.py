@@ -7,7 +7,12 @@ Layout of ``<root>/<run name>/``::
     metrics.jsonl       one JSON line per finished epoch, appended and fsynced as it comes
     checkpoint.pt       latest epoch: model, optimizer, data-order RNG (weights_only loadable)
     model.safetensors   final weights
+    rewind/epoch-K.safetensors   weights after epoch K, saved by a dense trunk for the tickets
+                        that rewind to (or score at) epoch K, and only those epochs
     result.json         the summary; its presence means "finished" (written last, atomically)
+
+The index also records which run builds on which (``links``: a ticket and its trunk or previous
+IMP round) and every time a run actually trains (``executions``), so reuse is counted, not assumed.
 
 Every file except the append-only metrics is written to a temporary name and renamed, so a kill
 at any moment leaves either the old or the new version. On resume, metric lines beyond the
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from prunelab.errors import PrunelabError
 from prunelab.training.trainer import TrainState
@@ -57,6 +62,17 @@ CREATE TABLE IF NOT EXISTS runs (
     final_test_acc REAL,
     best_test_acc REAL,
     density REAL
+);
+CREATE TABLE IF NOT EXISTS links (
+    child TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    role TEXT NOT NULL,
+    PRIMARY KEY (child, parent, role)
+);
+CREATE TABLE IF NOT EXISTS executions (
+    hash TEXT NOT NULL,
+    started REAL NOT NULL,
+    from_epoch INTEGER NOT NULL
 )
 """
 
@@ -78,7 +94,7 @@ class RunStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -165,6 +181,61 @@ class RunStore:
         os.replace(tmp, path)
         self._upsert(spec, status="running", epochs_done=state.epoch)
 
+    def rewind_path(self, spec: StoredSpec, epoch: int) -> Path:
+        return self.run_dir(spec) / "rewind" / f"epoch-{epoch}.safetensors"
+
+    def save_rewind_point(self, spec: StoredSpec, epoch: int, model_state: Mapping[str, torch.Tensor]) -> None:
+        """Keep the weights after ``epoch`` (atomically) for tickets that rewind to it."""
+        path = self.rewind_path(spec, epoch)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp))
+        os.replace(tmp, path)
+
+    def load_weights(self, spec: StoredSpec, epoch: int | None = None) -> dict[str, torch.Tensor]:
+        """A finished run's final weights, or its saved weights after ``epoch``."""
+        path = self.run_dir(spec) / "model.safetensors" if epoch is None else self.rewind_path(spec, epoch)
+        if not path.is_file():
+            what = "final weights" if epoch is None else f"weights after epoch {epoch}"
+            raise PrunelabError(f"run {spec.run_name()} has no {what} ({path})")
+        return load_file(str(path))
+
+    def link(self, child: StoredSpec, parent: StoredSpec, role: str) -> None:
+        """Record that ``child`` builds on ``parent`` (role: ``"trunk"`` or ``"previous round"``)."""
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO links (child, parent, role) VALUES (?,?,?)",
+                (child.run_hash(), parent.run_hash(), role),
+            )
+
+    def links(self, child: StoredSpec | None = None) -> list[dict[str, str]]:
+        """Recorded links (all, or those of ``child``), as ``{child, parent, role}`` run hashes."""
+        with self._db() as db:
+            db.row_factory = sqlite3.Row
+            if child is None:
+                rows = db.execute("SELECT * FROM links ORDER BY child, role").fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM links WHERE child=? ORDER BY role", (child.run_hash(),)
+                ).fetchall()
+        return [dict(row) for row in rows]
+
+    def record_execution(self, spec: StoredSpec, from_epoch: int) -> None:
+        """Note that ``spec`` trains now (from ``from_epoch``: > 0 when resuming)."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO executions (hash, started, from_epoch) VALUES (?,?,?)",
+                (spec.run_hash(), time.time(), from_epoch),
+            )
+
+    def executions(self, spec: StoredSpec) -> list[int]:
+        """The starting epoch of each time ``spec`` was trained (or resumed), oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT from_epoch FROM executions WHERE hash=? ORDER BY started", (spec.run_hash(),)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def load_checkpoint(self, spec: StoredSpec) -> TrainState | None:
         path = self.run_dir(spec) / "checkpoint.pt"
         if not path.is_file():
@@ -206,6 +277,8 @@ class RunStore:
             "model.safetensors",
         ):
             (run_dir / name).unlink(missing_ok=True)
+        for path in (run_dir / "rewind").glob("epoch-*.safetensors*"):
+            path.unlink()
 
     # -- index ----------------------------------------------------------------------------------
     def _upsert(self, spec: StoredSpec, *, status: str, **fields: Any) -> None:

@@ -119,19 +119,23 @@ def compute_mask(
     mask_generator: torch.Generator,
     invert: bool = False,
     last_layer_density: float | None = None,
+    within: Mask | None = None,
 ) -> Mask:
     """Score and allocate, over ``options['rounds']`` rounds, without touching ``model``.
 
     Each round scores a private copy of ``model`` with the current mask applied; pruned weights
     get score ``-inf`` so they stay pruned; round ``r`` of ``R`` allocates density ``d**(r/R)``.
+    ``within`` (an earlier IMP round's mask) is the starting mask: what it pruned stays pruned.
     """
     rounds = int(options.get("rounds", 1))
     family = model_family(model)
-    current = Mask.ones(layers, device=next(model.parameters()).device)
+    current = within.to(next(model.parameters()).device) if within is not None else None
+    if current is None:
+        current = Mask.ones(layers, device=next(model.parameters()).device)
     for r in range(1, rounds + 1):
         round_density = density ** (r / rounds)
         work = copy.deepcopy(model)
-        if r > 1:
+        if r > 1 or within is not None:
             current.apply_(work)
         ctx = ScoreContext(work, layers, batches, input_shape, mask_generator, options)
         scores = method.score(ctx)
@@ -143,7 +147,7 @@ def compute_mask(
                 )
         if invert:
             scores = invert_scores(scores)
-        if r > 1:
+        if r > 1 or within is not None:
             scores = {
                 n: torch.where(
                     current[n].to(s.device), s.double(), torch.tensor(-math.inf, dtype=torch.float64)
@@ -174,6 +178,7 @@ def prune(
     prunable: PrunableSet | None = None,
     options: Mapping[str, Any] | None = None,
     input_shape: Sequence[int] | None = None,
+    within: Mask | None = None,
 ) -> Mask:
     """Prune ``model`` at ``density`` (the kept fraction of its prunable weights) and return the mask.
 
@@ -193,6 +198,8 @@ def prune(
         options: method options, e.g. ``{"rounds": 10}`` or ``{"samples_per_class": 5}``.
         input_shape: example shape for data-free methods when neither data nor a registry model
             tells it.
+        within: a mask to prune further (an earlier IMP round): weights it prunes stay pruned,
+            and ``density`` is still over all prunable weights.
 
     Returns:
         The Mask over the prunable weights (True = kept).
@@ -245,14 +252,30 @@ def prune(
         mask_generator=generator(seed, "mask"),
         invert=any(c.name == "invert" for c in checks),
         last_layer_density=policy.last_layer_density,
+        within=within,
     )
     if any(c.name == "shuffle_mask" for c in checks):
         mask = shuffle_mask_fn(mask, check_gen)
-    if any(c.name == "reinit" for c in checks):
-        reinitialise(model, fresh_twin(model, derive_seed(seed, "reinit")))
-    if any(c.name == "reinit_fan" for c in checks):
-        effective_fan_reinit(model, mask, generator(seed, "reinit"))
-    if any(c.name == "shuffle_weights" for c in checks):
-        shuffle_weights_fn(model, mask, check_gen)
+    apply_weight_checks(model, mask, checks, seed, check_gen)
     mask.apply_(model)
     return mask
+
+
+def apply_weight_checks(
+    model: nn.Module,
+    mask: Mask,
+    checks: Sequence[Check],
+    seed: int,
+    check_generator: torch.Generator | None = None,
+) -> None:
+    """Apply the weight-stage checks among ``checks`` (reinit, reinit_fan, shuffle_weights) to
+    ``model`` in place; the others are ignored. Used on the weights a run actually trains, which
+    for a rewound ticket are not the weights that were scored."""
+    names = {c.name for c in checks}
+    check_gen = check_generator or generator(seed, "check")
+    if "reinit" in names:
+        reinitialise(model, fresh_twin(model, derive_seed(seed, "reinit")))
+    if "reinit_fan" in names:
+        effective_fan_reinit(model, mask, generator(seed, "reinit"))
+    if "shuffle_weights" in names:
+        shuffle_weights_fn(model, mask, check_gen)

@@ -24,11 +24,12 @@ All check randomness comes from the run's ``check`` stream (and ``reinit`` for r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
+from prunelab.data.bundle import DataBundle
 from prunelab.pruning.mask import Mask
 from prunelab.pruning.scores import Batch
 from prunelab.registry import Registry
@@ -138,6 +139,25 @@ def effective_fan_reinit(model: nn.Module, mask: Mask, generator: torch.Generato
         fan = max(int(keep.sum()) / max(param.shape[0], 1), 1.0)
         noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
         param.copy_((noise * (2.0 / fan) ** 0.5).to(param.device, param.dtype) * keep)
+
+
+def corrupt_training_data(data: DataBundle, kind: str, generator: torch.Generator) -> DataBundle:
+    """The bundle with its *training* split corrupted once and for all; the test split is kept.
+
+    ``"random_labels"``: every training label replaced by a uniformly random class, fixed per
+    example (Su et al.'s ``CIFAR10RandomLabels`` with corrupt_prob 1). ``"random_pixels"``: random
+    labels, and each training example's values permuted by its own fixed permutation (across
+    channels too). This is what a trained-weights ticket's trunk trains on under a data check.
+    """
+    if kind not in DATA_TRANSFORMS:
+        raise ValueError(f"unknown corruption {kind!r}; valid choices: {', '.join(DATA_TRANSFORMS)}")
+    x, y = DATA_TRANSFORMS[kind]([(data.train_x.cpu(), data.train_y.cpu())], data.num_classes, generator)[0]
+    return replace(
+        data,
+        train_x=x.to(data.device),
+        train_y=y.to(data.device),
+        info={**data.info, "training_corruption": kind},
+    )
 
 
 DataTransform = Callable[[list[Batch], int, torch.Generator], list[Batch]]

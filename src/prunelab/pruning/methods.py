@@ -1,8 +1,13 @@
-"""Named pruning methods = score function x default allocation x time point, and their registry.
+"""Named pruning methods = score function x default allocation x time points, and their registry.
 
-All methods here score the weights at initialisation (score at step 0, keep step 0, restart the
-schedule at 0). A user method is a score function registered with :func:`register_method`; it
-then works everywhere a built-in does (API, CLI, specs, studies, every sanity check).
+The time points (DESIGN.md) are: the epoch whose weights are **scored**, the epoch whose weights
+are **kept** (rewound to), and how the lr schedule runs afterwards. Methods that prune at
+initialisation (random, magnitude, SNIP, GraSP, SynFlow) score, keep and restart at 0. The
+trained-weights methods (lottery ticket / IMP, weight rewinding, learning-rate rewinding,
+fine-tuning, hybrid tickets) carry a default ``ticket`` (see :class:`prunelab.spec.TicketSpec`):
+they score a dense trunk run's trained weights and rewind as their paper does. A user method is a
+score function registered with :func:`register_method`; it then works everywhere a built-in does
+(API, CLI, specs, studies, every sanity check), at init or, given a ``ticket``, at a trained point.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ class Method:
         rounds: scoring rounds; with ``R > 1`` round ``r`` prunes to density ``d**(r/R)``,
             re-scoring the surviving weights each time (SynFlow's exponential schedule).
         options: option names and defaults the score function reads from ``ctx.options``.
-        time_point: when the scored weights come from; ``"init"`` for pruning at initialisation.
+        time_point: ``"init"`` (prune at initialisation) or ``"trained"`` (scores trained weights).
+        ticket: for trained-weights methods, the default time points as ``TicketSpec`` fields
+            (``score``, ``keep``, ``retrain``, ``rounds``); None for pruning at initialisation.
         description: one line.
         paper: where it comes from.
     """
@@ -50,6 +57,12 @@ class Method:
     time_point: str = "init"
     description: str = ""
     paper: str = ""
+    ticket: Mapping[str, Any] | None = None
+
+    @property
+    def uses_training_data(self) -> bool:
+        """Whether data checks (random labels / pixels) can change this method's mask."""
+        return self.needs_data or self.ticket is not None
 
     def resolve_options(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults merged with ``overrides``; unknown names raise a one-line error."""
@@ -145,6 +158,64 @@ for _method in (
         options={"float64": False},
         description="iterative synaptic flow, data-free, 100 rounds",
         paper="Tanaka et al. 2020; checked by Frankle et al. 2021",
+    ),
+):
+    METHODS.add(_method.name, _method)
+
+
+#: Trained-weights methods (Frankle & Carbin 2019; Frankle et al. 2020; Renda et al. 2020; Su et
+#: al. 2020). All score |w| of a trained dense trunk; they differ in what the kept weights are
+#: rewound to and how the lr schedule runs afterwards.
+for _method in (
+    Method(
+        "lottery",
+        magnitude_scores,
+        "global",
+        False,
+        time_point="trained",
+        ticket={"score": "end", "keep": 0, "retrain": "restart"},
+        description="lottery ticket / IMP: largest trained |w|, kept weights rewound to init",
+        paper="Frankle & Carbin 2019; checked by Su et al. 2020 and Liu et al. 2019",
+    ),
+    Method(
+        "weight_rewinding",
+        magnitude_scores,
+        "global",
+        False,
+        time_point="trained",
+        ticket={"score": "end", "keep": 2, "retrain": "continue"},
+        description="largest trained |w|, rewound to an early epoch (2), schedule continues from there",
+        paper="Frankle et al. 2020 (linear mode connectivity); Su et al. 2020 (partially-trained tickets)",
+    ),
+    Method(
+        "lr_rewinding",
+        magnitude_scores,
+        "global",
+        False,
+        time_point="trained",
+        ticket={"score": "end", "keep": "end", "retrain": "restart"},
+        description="largest trained |w|, trained weights kept, full lr schedule restarted",
+        paper="Renda et al. 2020; Su et al. 2020 (partially-trained tickets)",
+    ),
+    Method(
+        "finetune",
+        magnitude_scores,
+        "global",
+        False,
+        time_point="trained",
+        ticket={"score": "end", "keep": "end", "retrain": "finetune"},
+        description="largest trained |w|, trained weights kept, fine-tuned at a small constant lr",
+        paper="Han et al. 2015; Liu et al. 2019 (fine-tune protocol)",
+    ),
+    Method(
+        "hybrid",
+        magnitude_scores,
+        "smart_ratio",
+        False,
+        time_point="trained",
+        ticket={"score": "end", "keep": "end", "retrain": "restart"},
+        description="hybrid ticket: smart-ratio layer counts, largest trained |w| per layer, lr rewinding",
+        paper="Su et al. 2020 (hybrid tickets)",
     ),
 ):
     METHODS.add(_method.name, _method)

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from prunelab.errors import PrunelabError
+from prunelab.lineage import trunk_rewind_epochs, with_ancestors
 from prunelab.run import execute_run
 from prunelab.spec import RunSpec
 from prunelab.store import RunStore
@@ -49,9 +50,13 @@ def _worker_init(threads: int, plugins: Sequence[str]) -> None:
     load_plugins(plugins)
 
 
-def _worker_run(spec_json: str, root: str, data_dir: str | None, device: str, force: bool) -> dict[str, Any]:
+def _worker_run(
+    spec_json: str, root: str, data_dir: str | None, device: str, force: bool, save_epochs: Sequence[int]
+) -> dict[str, Any]:
     spec = RunSpec.model_validate_json(spec_json)
-    return execute_run(spec, RunStore(root), data_dir=data_dir, device=device, force=force)
+    return execute_run(
+        spec, RunStore(root), data_dir=data_dir, device=device, force=force, save_epochs=save_epochs
+    )
 
 
 def run_specs(
@@ -73,45 +78,72 @@ def run_specs(
             threads each (CUDA runs stay inline: one process owns the GPU).
     """
     store = RunStore(runs_dir)
-    results: list[dict[str, Any] | None] = [None] * len(specs)
-    todo: list[int] = []
-    for i, spec in enumerate(specs):
-        done = None if force else store.result(spec)
-        if done is not None:
-            results[i] = done
-        else:
-            todo.append(i)
-    bar = tqdm(
-        total=len(specs),
-        initial=len(specs) - len(todo),
-        desc=description,
-        unit="run",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    wanted = {spec.run_hash() for spec in specs}
+    # Runs the given ones build on (trunks, earlier IMP rounds) go first, in waves, so no two
+    # workers ever train the same trunk; each trunk saves every rewinding epoch asked of it.
+    waves = with_ancestors(specs)
+    save_epochs = trunk_rewind_epochs([run for wave in waves for run in wave])
+    done: dict[str, dict[str, Any]] = {}
+    total = sum(len(wave) for wave in waves)
+    bar = tqdm(total=total, desc=description, unit="run", disable=not progress, dynamic_ncols=True)
     data_dir_s = None if data_dir is None else str(data_dir)
     try:
-        if workers <= 1 or len(todo) <= 1 or device.startswith("cuda"):
-            for i in todo:
-                results[i] = execute_run(specs[i], store, data_dir=data_dir_s, device=device, force=force)
-                bar.update(1)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, tuple(plugins))
-            ) as pool:
-                pending: dict[Future[dict[str, Any]], int] = {
-                    pool.submit(
-                        _worker_run, specs[i].model_dump_json(), str(store.root), data_dir_s, device, force
-                    ): i
-                    for i in todo
-                }
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        results[pending.pop(future)] = future.result()
-                        bar.update(1)
+        for wave in waves:
+            todo: list[RunSpec] = []
+            for spec in wave:
+                needed = save_epochs.get(spec.run_hash(), set())
+                result = None if force and spec.run_hash() in wanted else store.result(spec)
+                if result is not None and all(store.rewind_path(spec, e).is_file() for e in needed):
+                    done[spec.run_hash()] = result
+                    bar.update(1)
+                else:
+                    todo.append(spec)
+            _run_wave(todo, store, done, bar, save_epochs, wanted, workers, data_dir_s, device, force, plugins)
     finally:
         bar.close()
-    return [r if r is not None else {} for r in results]
+    return [done.get(spec.run_hash(), {}) for spec in specs]
+
+
+def _run_wave(
+    todo: Sequence[RunSpec],
+    store: RunStore,
+    done: dict[str, dict[str, Any]],
+    bar: tqdm[Any],
+    save_epochs: dict[str, set[int]],
+    wanted: set[str],
+    workers: int,
+    data_dir: str | None,
+    device: str,
+    force: bool,
+    plugins: Sequence[str],
+) -> None:
+    """Run one wave of independent runs inline or over a process pool; ``force`` only for the
+    runs that were asked for, never for the trunks they share."""
+
+    def args(spec: RunSpec) -> tuple[bool, list[int]]:
+        return force and spec.run_hash() in wanted, sorted(save_epochs.get(spec.run_hash(), set()))
+
+    if workers <= 1 or len(todo) <= 1 or device.startswith("cuda"):
+        for spec in todo:
+            forced, epochs = args(spec)
+            done[spec.run_hash()] = execute_run(
+                spec, store, data_dir=data_dir, device=device, force=forced, save_epochs=epochs
+            )
+            bar.update(1)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, tuple(plugins))
+    ) as pool:
+        pending: dict[Future[dict[str, Any]], RunSpec] = {
+            pool.submit(
+                _worker_run, spec.model_dump_json(), str(store.root), data_dir, device, *args(spec)
+            ): spec
+            for spec in todo
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done[pending.pop(future).run_hash()] = future.result()
+                bar.update(1)
