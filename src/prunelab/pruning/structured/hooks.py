@@ -1,0 +1,125 @@
+"""What training the *large* model needs for each structured method (before it is pruned).
+
+- ``slimming``: after every backward pass, ``gamma.grad += strength * sign(gamma)`` for every BN scale
+  (Liu et al. 2017's ``updateBN``; the L1 subgradient of ``strength * sum |gamma|``).
+- ``sss``: the block factors are installed on the model (see :mod:`.blocks`) and get the same L1
+  subgradient after every backward pass.
+- ``sfp``: after every epoch, each prunable conv's ``int(C * (1 - ratio))`` filters of smallest L2 norm
+  are set to zero; gradients are not masked, so they may regrow (He et al. 2018).
+- every other method: nothing.
+
+Plug them into :func:`prunelab.training.trainer.train` as ``after_backward=hooks.after_backward`` and
+``callbacks=[*hooks.epoch_callbacks(), ...]`` (before any checkpointing callback, so a checkpoint holds
+the zeroed filters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from prunelab.pruning.structured.blocks import install_block_scales, l1_subgradient
+from prunelab.pruning.structured.channels import channel_layers, keep_count, top_k
+from prunelab.pruning.structured.criteria import l2_filter_norms
+from prunelab.pruning.structured.methods import STRUCTURED_METHODS
+
+
+@dataclass
+class TrainingHooks:
+    """Hooks for the large model's training loop.
+
+    Attributes:
+        after_backward: called with no arguments after each ``loss.backward()``, before the
+            optimizer step (they edit gradients).
+        epoch_end: called with the number of epochs completed (1-based) after each epoch.
+    """
+
+    after_backward: list[Callable[[], None]] = field(default_factory=list)
+    epoch_end: list[Callable[[int], None]] = field(default_factory=list)
+
+    def epoch_callbacks(self) -> list[Callable[[Any, Any], None]]:
+        """``epoch_end`` adapted to the trainer's ``callbacks(record, state_thunk)`` signature."""
+
+        def adapt(hook: Callable[[int], None]) -> Callable[[Any, Any], None]:
+            return lambda record, _state: hook(int(record.epoch))
+
+        return [adapt(hook) for hook in self.epoch_end]
+
+    def __bool__(self) -> bool:
+        return bool(self.after_backward or self.epoch_end)
+
+
+def bn_scales(model: nn.Module) -> list[nn.Parameter]:
+    """The scale ``gamma`` of every affine BatchNorm in ``model``, in registration order."""
+    return [m.weight for m in model.modules() if isinstance(m, _BatchNorm) and m.weight is not None]
+
+
+@torch.no_grad()
+def soft_prune_(model: nn.Module, ratio: float, convs: list[str] | None = None) -> dict[str, list[int]]:
+    """Zero, in place, the ``int(C * (1 - ratio))`` smallest-L2 filters of each prunable conv (SFP).
+
+    Ties go to the lower index being kept. The conv's bias (if any) is zeroed with its filter;
+    nothing else is touched, so the filters may regrow in the next epoch.
+
+    Args:
+        model: the network being trained.
+        ratio: keep fraction of filters per conv, in (0, 1].
+        convs: conv module names (default: every independently prunable conv).
+
+    Returns:
+        conv name -> the zeroed filter indices.
+    """
+    names = convs if convs is not None else [layer.conv for layer in channel_layers(model)]
+    modules = dict(model.named_modules())
+    zeroed: dict[str, list[int]] = {}
+    for name in names:
+        conv = modules[name]
+        assert isinstance(conv, nn.Conv1d | nn.Conv2d)
+        kept = set(top_k(l2_filter_norms(conv.weight), keep_count(conv.out_channels, ratio)))
+        idx = [i for i in range(conv.out_channels) if i not in kept]
+        if idx:
+            index = torch.as_tensor(idx, device=conv.weight.device)
+            conv.weight[index] = 0.0
+            if conv.bias is not None:
+                conv.bias[index] = 0.0
+        zeroed[name] = idx
+    return zeroed
+
+
+def large_model_hooks(
+    method: str, model: nn.Module, options: Mapping[str, Any] | None = None
+) -> TrainingHooks:
+    """The training hooks ``method`` needs while the large model trains (see the module docstring).
+
+    For ``sss`` this installs the block factors on ``model`` (idempotent), so call it before the
+    optimizer is built and before a checkpoint of such a model is loaded.
+
+    Args:
+        method: a :data:`STRUCTURED_METHODS` name.
+        model: the large registry model that will be trained.
+        options: the method's options (unknown names raise; defaults fill the rest).
+    """
+    entry = STRUCTURED_METHODS.get(method)
+    opts = entry.resolve_options(options)
+    hooks = TrainingHooks()
+    if entry.name == "slimming":
+        if float(opts["strength"]) > 0:
+            hooks.after_backward.append(l1_subgradient(bn_scales(model), float(opts["strength"])))
+    elif entry.name == "sss":
+        scales = list(install_block_scales(model).values())
+        if float(opts["strength"]) > 0:
+            hooks.after_backward.append(l1_subgradient(list(scales), float(opts["strength"])))
+    elif entry.name == "sfp":
+        convs = [layer.conv for layer in channel_layers(model)]
+        ratio = float(opts["ratio"])
+
+        def zero_filters(_epoch: int) -> None:
+            soft_prune_(model, ratio, convs)
+
+        hooks.epoch_end.append(zero_filters)
+    return hooks
