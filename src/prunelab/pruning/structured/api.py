@@ -59,14 +59,19 @@ class PrunedModel:
     kept: dict[str, list[int]] = field(default_factory=dict)
 
 
-def _predefined_counts(model: nn.Module, layers: list[ChannelLayer], config: str) -> dict[str, int]:
-    """Keep counts from engineer-defined configurations (``configs.PREDEFINED``), validated."""
+def _predefined(model: nn.Module, config: str) -> dict[str, int]:
+    """The keep counts of predefined configuration ``config`` (``configs.PREDEFINED``) for ``model``."""
     from prunelab.pruning.structured.configs import PREDEFINED
 
     entry = PREDEFINED.get(config)
     if entry is None:  # a plain dict answers None; a Registry raises its own one-line error
         raise invalid_choice("predefined configuration", config, PREDEFINED)
-    counts = dict(entry.keep_counts(model))
+    return {str(k): int(v) for k, v in entry.keep_counts(model).items()}
+
+
+def _predefined_counts(model: nn.Module, layers: list[ChannelLayer], config: str) -> dict[str, int]:
+    """Keep counts of a predefined configuration, checked against the model's prunable convs."""
+    counts = _predefined(model, config)
     sizes = {layer.conv: layer.channels for layer in layers}
     for name, count in counts.items():
         if name not in sizes:
@@ -174,6 +179,8 @@ def prune_structured(
     if entry.kind == "block":
         return _sss(model, opts)
     pruned_architecture(model, base)  # fails early, with a clear message, for unsupported families
+    if opts.get("config"):
+        _predefined(model, str(opts["config"]))  # a wrong model fails before the slow tracing
     work = copy.deepcopy(model)
     graph = dependency_graph(work)
     layers = channel_layers(work, graph)
