@@ -29,6 +29,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -60,8 +61,9 @@ STAGES: tuple[Stage, ...] = ("large", "prune", "finetune", "scratch_e", "scratch
 #: method prunes the plainly trained large model, which is trained once per seed and shared.
 LARGE_REGIME_METHODS: frozenset[str] = frozenset({"slimming", "sss", "sfp"})
 
-#: File (inside a prune run's directory) holding the pruned model as written by ``save_pruned``.
-PRUNED_FILE = "pruned.pt"
+#: Folder (inside a prune run's directory) holding the pruned model as written by ``save_pruned``
+#: (architecture JSON, safetensors weights, the mask for weight-level pruning).
+PRUNED_DIR = "pruned"
 
 #: The study's record in its report folder (what ``rebuild_report`` reads back).
 STUDY_FILE = "rethinking-study.json"
@@ -349,19 +351,24 @@ def _records(records: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+#: How latency is timed in prune runs (``compare_models``' arguments): short, as the study times
+#: every pruned model; medians over interleaved repeats keep the full/pruned ratio fair on a busy CPU.
+LATENCY_TIMING: dict[str, Any] = {"warmup": 2, "repeats": 7, "min_repeat_ms": 5.0}
+
+
 def _latency(
     full: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...], batch_sizes: Sequence[int]
 ) -> dict[str, Any]:
-    """Measured latency of the large and the pruned model: CPU always, CUDA when present."""
-    from prunelab.evaluation.latency import measure_latency
+    """Measured forward latency of the large and the pruned model, timed alternately (same conditions):
+    ``{device: {"full": [record], "pruned": [record]}}``, CPU always, CUDA when present."""
+    from prunelab.evaluation.latency import compare_models
 
     out: dict[str, Any] = {}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for name in devices:
-        out[name] = {
-            "full": _records(measure_latency(full, input_shape, batch_sizes=batch_sizes, device=name)),
-            "pruned": _records(measure_latency(pruned, input_shape, batch_sizes=batch_sizes, device=name)),
-        }
+    for name in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        rows = compare_models(
+            full, pruned, input_shape, batch_sizes=batch_sizes, device=name, **LATENCY_TIMING
+        )
+        out[name] = {"full": _records([r.full for r in rows]), "pruned": _records([r.pruned for r in rows])}
     return out
 
 
@@ -370,7 +377,7 @@ def _count_params(model: nn.Module, mask: Any) -> int:
     from prunelab.evaluation.flops import count_params
 
     total = int(count_params(model))
-    if mask is not None:
+    if mask is not None:  # pruned weights are zeros held in a dense tensor: not counted
         total -= int(mask.num_total - mask.num_kept)
     return total
 
@@ -448,19 +455,19 @@ def _execute_prune(
         seed=derive_seed(spec.seed, "init"),
         **spec.model.options,
     ).to(dev)
+    if spec.method in LARGE_REGIME_METHODS:
+        # installs what the regime added to the model (SSS block factors) so the state dict loads
+        from prunelab.pruning.structured import large_model_hooks
+
+        large_model_hooks(spec.method, large, spec.options)
     _load_weights(large, large_dir / "model.safetensors")  # the large run's final weights
     store.record_execution(spec, 0)
     large.eval()
     _, large_acc = evaluate(large, data)
     flops_full = int(count_flops(large, data.input_shape))
     params_full = _count_params(large, None)
-    # The copy keeps the large model intact for the latency comparison.
-    import copy
-
     t0 = time.perf_counter()
-    pruned = prune_structured(
-        copy.deepcopy(large), spec.method, data=data, seed=spec.seed, options=spec.options
-    )
+    pruned = prune_structured(large, spec.method, data=data, seed=spec.seed, options=spec.options)
     prune_seconds = time.perf_counter() - t0
     model = pruned.model.to(dev)
     masked = pruned.mask is not None
@@ -469,9 +476,12 @@ def _execute_prune(
     _, pruned_acc = evaluate(model, data)
     batch_sizes = list(latency_batch_sizes or (1, spec.train.batch_size))
     latency = _latency(large, model, data.input_shape, batch_sizes)
-    tmp = run_dir / (PRUNED_FILE + ".tmp")
+    # written to a temporary folder and renamed: a kill leaves no half-written pruned model behind
+    tmp, final = run_dir / (PRUNED_DIR + ".tmp"), run_dir / PRUNED_DIR
+    for stale in (tmp, final):
+        shutil.rmtree(stale, ignore_errors=True)
     save_pruned(tmp, pruned)
-    os.replace(tmp, run_dir / PRUNED_FILE)
+    os.replace(tmp, final)
     result: dict[str, Any] = {
         "status": "done",
         "name": spec.run_name(),
@@ -484,7 +494,7 @@ def _execute_prune(
         "architecture": pruned.architecture,
         "kept": pruned.kept,
         "masked": masked,
-        "mask_density": pruned.mask.density() if masked else None,
+        "mask_density": pruned.mask.density() if pruned.mask is not None else None,
         "params": {"full": params_full, "pruned": params_pruned},
         "flops": {"full": flops_full, "pruned": flops_pruned, "nonzero_only": masked},
         "latency": latency,
@@ -514,7 +524,7 @@ def _execute_training(
     from prunelab.training.trainer import EpochRecord, TrainState, train
 
     after_backward: list[Callable[[], None]] = []
-    epoch_end: list[Callable[[int], None]] = []
+    epoch_end: list[Callable[[Any, Any], None]] = []
     mask: Mask | None = None
     if spec.stage == "large":
         config = spec.train
@@ -529,14 +539,14 @@ def _execute_training(
             from prunelab.pruning.structured import large_model_hooks
 
             hooks = large_model_hooks(spec.method, model, spec.options)
-            after_backward, epoch_end = list(hooks.after_backward), list(hooks.epoch_end)
+            after_backward, epoch_end = list(hooks.after_backward), hooks.epoch_callbacks()
     else:
         from prunelab.pruning.structured import build_architecture, load_pruned
 
         assert prune_result is not None
         parent = spec.parent()
         assert parent is not None
-        pruned = load_pruned(store.run_dir(parent) / PRUNED_FILE)
+        pruned = load_pruned(store.run_dir(parent) / PRUNED_DIR)
         mask = pruned.mask.to(dev) if pruned.mask is not None else None
         config = protocol_config(
             spec.stage,
@@ -564,11 +574,6 @@ def _execute_training(
     class _Stop(Exception):
         pass
 
-    def run_epoch_end(record: EpochRecord, state: Callable[[], TrainState]) -> None:
-        # before the checkpoint callback, so a checkpoint holds the weights after soft pruning
-        for hook in epoch_end:
-            hook(record.epoch - 1)
-
     def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
         store.append_metrics(spec, record.as_dict())
         store.save_checkpoint(spec, state())
@@ -583,7 +588,8 @@ def _execute_training(
             mask=mask,
             generator=generator(spec.seed, "data_order"),
             resume=resume,
-            callbacks=[run_epoch_end, on_epoch],
+            # soft pruning before the checkpoint, so a checkpoint holds the weights after it
+            callbacks=[*epoch_end, on_epoch],
             after_backward=after_backward,
         )
     except _Stop:
@@ -967,6 +973,7 @@ def rethinking_preset(
         raise PrunelabError(f"unknown preset {preset!r}; valid choices: {', '.join(PRESETS)}")
     from prunelab.data import DATASETS
     from prunelab.models import MODELS
+    from prunelab.spec import parse_model
 
     if data:
         DATASETS.get(data)  # unknown names raise, naming the valid choices
@@ -1001,18 +1008,25 @@ def rethinking_preset(
             if config is not None:
                 opts["config"] = config
         opts.update((method_options or {}).get(canonical, {}))
-        chosen.append(MethodSpec(name=canonical, options=opts))
+        chosen.append(
+            parse_model(MethodSpec, {"name": canonical, "options": opts}, f"options of {canonical}")
+        )
     n_seeds = seeds if seeds is not None else (3 if preset == "small" else 5)
     if n_seeds < 1:
         raise PrunelabError(f"--seeds must be at least 1, got {n_seeds}")
-    return RethinkingStudy(
-        name=name or f"rethinking-{preset}-{data_name}-{model_name}",
-        data=DataSpec(name=data_name),
-        model=ModelSpec(name=model_name, options=options),
-        train=train,
-        methods=tuple(chosen),
-        seeds=tuple(range(n_seeds)),
+    study: RethinkingStudy = parse_model(
+        RethinkingStudy,
+        {
+            "name": name or f"rethinking-{preset}-{data_name}-{model_name}",
+            "data": {"name": data_name},
+            "model": {"name": model_name, "options": options},
+            "train": train.model_dump(),
+            "methods": [m.model_dump() for m in chosen],
+            "seeds": list(range(n_seeds)),
+        },
+        "study options",
     )
+    return study
 
 
 def rebuild_report(report_dir: str | Path, runs_dir: str | Path | None = None) -> Path:
