@@ -75,9 +75,10 @@ def methods() -> None:
     typer.echo("Methods (score x default allocation):")
     for name, m in METHODS.items():
         data = "data" if m.needs_data else "data-free"
-        typer.echo(
-            f"  {name:<12} {m.allocation:<12} {data:<9} rounds={m.rounds:<4} {m.description}  [{m.paper}]"
+        when = (
+            "at init" if m.ticket is None else f"trained, keep {m.ticket['keep']}, lr {m.ticket['retrain']}"
         )
+        typer.echo(f"  {name:<16} {m.allocation:<12} {data:<9} {when:<32} {m.description}  [{m.paper}]")
     typer.echo("\nAllocations (per-layer keep counts):")
     for name, a in ALLOCATIONS.items():
         typer.echo(f"  {name:<12} {a.description}  [{a.paper}]")
@@ -143,6 +144,13 @@ def train_cmd(
     ),
     allocation: str = typer.Option(None, "--allocation", help="Allocation (default: the method's)."),
     check: str = typer.Option(None, "--check", help="Sanity check(s), comma-separated."),
+    rounds: int = typer.Option(
+        None, "--rounds", help="IMP rounds for trained-weights methods (lottery, lr_rewinding, ...)."
+    ),
+    keep: str = typer.Option(
+        None, "--keep", help="Rewind kept weights to this trunk epoch (0 = init) or 'end' (trained)."
+    ),
+    retrain: str = typer.Option(None, "--retrain", help="After pruning: restart, continue or finetune."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs (default: the dataset preset's)."),
     lr: float = typer.Option(None, "--lr", help="Initial learning rate."),
     batch_size: int = typer.Option(None, "--batch-size", help="Batch size."),
@@ -155,7 +163,10 @@ def train_cmd(
     data_dir: Path = DATA_DIR,
     device: str = DEVICE,
 ) -> None:
-    """Train one (optionally pruned) model as a stored run; a finished run is reused, a killed one resumes."""
+    """Train one (optionally pruned) model as a stored run; a finished run is reused, a killed one resumes.
+
+    Trained-weights methods (lottery, weight_rewinding, lr_rewinding, finetune, hybrid) first train
+    (or reuse) the dense trunk and any earlier IMP rounds."""
     from prunelab.presets import preset_for
     from prunelab.spec import RunSpec, parse_model
 
@@ -177,6 +188,17 @@ def train_cmd(
             "allocation": allocation,
             "checks": _split(check),
         }
+        ticket: dict[str, Any] = {}
+        if rounds is not None:
+            ticket["rounds"] = rounds
+        if keep is not None:
+            ticket["keep"] = int(keep) if keep.strip().isdigit() else keep.strip()
+        if retrain is not None:
+            ticket["retrain"] = retrain
+        if ticket:
+            payload["pruning"]["ticket"] = ticket
+    elif rounds is not None or keep is not None or retrain is not None:
+        raise PrunelabError("--rounds, --keep and --retrain need --method and --density")
     _run_one(parse_model(RunSpec, payload, "run"), runs_dir, data_dir, device, force)
 
 
@@ -214,7 +236,7 @@ def run_cmd(
     spec_file: Path = typer.Argument(
         ...,
         help="YAML spec: a run (data/model/pruning/train/seed) or a study "
-        "(`study: sanity` plus the study's fields).",
+        "(`study: sanity|tickets|lottery` plus the study's fields).",
     ),
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
@@ -233,8 +255,17 @@ def run_cmd(
     if kind is None:
         _run_one(parse_model(RunSpec, payload, f"run spec {spec_file}"), runs_dir, data_dir, device, force)
         return
-    if kind != "sanity":
-        raise PrunelabError(f"unknown study {kind!r}; valid choices: sanity")
+    if kind == "lottery":
+        from prunelab.studies.lottery import LotteryStudy, run_lottery_study
+
+        lottery = parse_model(LotteryStudy, payload, f"study spec {spec_file}")
+        _, html = run_lottery_study(
+            lottery, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force
+        )
+        typer.echo(f"report: {html}")
+        return
+    if kind not in ("sanity", "tickets"):
+        raise PrunelabError(f"unknown study {kind!r}; valid choices: sanity, tickets, lottery")
     study = parse_model(SanityStudy, payload, f"study spec {spec_file}")
     summary, report = run_sanity_study(
         study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force
@@ -300,6 +331,113 @@ def sanity(
         study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force, plugins=plugin or []
     )
     typer.echo(f"report: {report}")
+
+
+@app.command()
+def tickets(
+    dataset: str = typer.Option("mnist1d", "--dataset", help="Dataset name."),
+    model: str = typer.Option(None, "--model", help="Model name (default: the dataset's preset)."),
+    methods: str = typer.Option(
+        "snip,grasp,lottery,lr_rewinding,weight_rewinding,hybrid", "--methods", help="Ticket methods."
+    ),
+    densities: str = typer.Option("0.2,0.05", "--densities", help="Densities (kept fractions)."),
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1)."),
+    checks: str = typer.Option("random_labels,shuffle_mask,reinit", "--checks", help="Sanity checks."),
+    imp_fraction: float = typer.Option(
+        None,
+        "--imp-fraction",
+        help="Reach each density by IMP at this per-round fraction (default one-shot).",
+    ),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs per run (default: the dataset preset's)."),
+    lr: float = typer.Option(None, "--lr", help="Initial learning rate."),
+    name: str = typer.Option(None, "--name", help="Study name (names the report folder)."),
+    workers: int = typer.Option(2, "--workers", help="Parallel worker processes."),
+    force: bool = typer.Option(False, "--force", help="Recompute finished runs."),
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path = DATA_DIR,
+    device: str = DEVICE,
+) -> None:
+    """Su et al.'s ticket study: initial, partially-trained, hybrid and random tickets under the checks."""
+    from prunelab.studies import run_sanity_study
+    from prunelab.studies.tickets import tickets_study
+
+    if seeds < 1:
+        raise PrunelabError(f"--seeds must be at least 1, got {seeds}")
+    study = _build_study(
+        lambda: tickets_study(
+            dataset,
+            model,
+            methods=_split(methods),
+            checks=_split(checks),
+            densities=_floats(densities, "--densities"),
+            seeds=range(seeds),
+            train=_train_config(dataset, epochs=epochs, lr=lr),
+            imp_fraction=imp_fraction,
+            name=name,
+        )
+    )
+    _, html = run_sanity_study(
+        study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force
+    )
+    typer.echo(f"report: {html}")
+
+
+@app.command()
+def lottery(
+    dataset: str = typer.Option("mnist1d", "--dataset", help="Dataset name."),
+    model: str = typer.Option(None, "--model", help="Model name (default: the dataset's preset)."),
+    lrs: str = typer.Option("0.1,0.01", "--lrs", help="The large and the small initial learning rate."),
+    levels: int = typer.Option(8, "--levels", help="IMP levels 1..N."),
+    imp_fraction: float = typer.Option(
+        0.2, "--imp-fraction", help="Fraction of remaining weights pruned per round."
+    ),
+    seeds: int = typer.Option(3, "--seeds", help="Number of seeds (0..N-1)."),
+    epochs: int = typer.Option(None, "--epochs", help="Epochs per run (default: the dataset preset's)."),
+    name: str = typer.Option(None, "--name", help="Study name (names the report folder)."),
+    workers: int = typer.Option(2, "--workers", help="Parallel worker processes."),
+    force: bool = typer.Option(False, "--force", help="Recompute finished runs."),
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path = DATA_DIR,
+    device: str = DEVICE,
+) -> None:
+    """Liu et al. 2019: winning-ticket init vs random re-init over IMP levels, at a large and a small lr."""
+    from prunelab.presets import preset_for
+    from prunelab.spec import parse_model
+    from prunelab.studies.lottery import LotteryStudy, run_lottery_study
+
+    if seeds < 1 or levels < 1:
+        raise PrunelabError(f"--seeds and --levels must be at least 1, got {seeds} and {levels}")
+    model_name = model or preset_for(dataset).model
+    study = parse_model(
+        LotteryStudy,
+        {
+            "name": name or f"lottery-{dataset}-{model_name}",
+            "data": {"name": dataset},
+            "model": {"name": model_name},
+            "train": _train_config(dataset, epochs=epochs).model_dump(),
+            "learning_rates": _floats(lrs, "--lrs"),
+            "levels": list(range(1, levels + 1)),
+            "imp_fraction": imp_fraction,
+            "seeds": list(range(seeds)),
+        },
+        "study options",
+    )
+    _, html = run_lottery_study(
+        study, runs_dir, workers=workers, data_dir=data_dir, device=device, force=force
+    )
+    typer.echo(f"report: {html}")
+
+
+def _build_study(make: Any) -> Any:
+    """Build a study, turning validation errors into one-line PrunelabErrors."""
+    from pydantic import ValidationError
+
+    from prunelab.spec import format_validation_error
+
+    try:
+        return make()
+    except ValidationError as exc:
+        raise PrunelabError(f"invalid study options: {format_validation_error(exc)}") from None
 
 
 @app.command()

@@ -13,8 +13,9 @@ import math
 import os
 from pathlib import Path
 
+from prunelab.pruning.methods import METHODS
 from prunelab.report import plots
-from prunelab.studies.sanity import SIGNIFICANCE, SanitySummary, Verdict
+from prunelab.studies.sanity import SIGNIFICANCE, SanityStudy, SanitySummary, Verdict, ticket_family
 from prunelab.studies.stats import Estimate
 
 
@@ -68,7 +69,15 @@ def _headline(summary: SanitySummary) -> list[str]:
 
 def _verdict_rows(verdicts: list[Verdict]) -> list[list[str]]:
     return [
-        [v.method, v.check, _pp(v.test.diff), _p(v.test.p_value), str(v.n_pairs), v.conclusion]
+        [
+            v.method,
+            ticket_family(v.method),
+            v.check,
+            _pp(v.test.diff),
+            _p(v.test.p_value),
+            str(v.n_pairs),
+            v.conclusion,
+        ]
         for v in verdicts
     ]
 
@@ -104,6 +113,23 @@ def _html_table(header: list[str], rows: list[list[str]], classes: list[str] | N
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _ticket_line(study: SanityStudy) -> str:
+    rounds = (
+        f"IMP removing {study.imp_fraction:g} of the remaining weights per round"
+        if study.imp_fraction is not None
+        else "one-shot pruning"
+    )
+    keeps = []
+    for m in study.methods:
+        ticket = METHODS.get(m).ticket
+        if ticket is not None:
+            keep = {0: "init", "end": "trained weights"}.get(ticket["keep"], f"epoch {ticket['keep']}")
+            keeps.append(f"{m}: keep {keep}, lr {ticket['retrain']}")
+        else:
+            keeps.append(f"{m}: at init")
+    return f"{rounds}; " + "; ".join(keeps)
+
+
 def _setup_lines(summary: SanitySummary) -> list[str]:
     s = summary.study
     t = s.train
@@ -111,6 +137,14 @@ def _setup_lines(summary: SanitySummary) -> list[str]:
         f"dataset `{s.data.name}` {s.data.options or ''}, model `{s.model.name}` {s.model.options or ''}",
         f"training: {t.epochs} epochs, batch {t.batch_size}, SGD lr {t.lr} ({t.schedule}), momentum {t.momentum}, "
         f"weight decay {t.weight_decay}",
+        *(
+            [
+                "trained-weights tickets score the dense run's trained weights (the trunk, trained once "
+                "per seed and shared); " + _ticket_line(s)
+            ]
+            if any(METHODS.get(m).ticket is not None for m in s.methods)
+            else []
+        ),
         f"densities (kept fraction of prunable weights): {', '.join(f'{d:g}' for d in s.densities)}; "
         f"seeds: {', '.join(str(x) for x in s.seeds)}",
         "accuracy = final-epoch test accuracy (%), mean ± 95% t-interval half-width over seeds",
@@ -147,7 +181,7 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
         "layer_densities.png": plots.layer_densities(summary, out / "layer_densities.png"),
     }
     headline = _headline(summary)
-    verdict_header = ["method", "check", "Δ accuracy (pp) [95% CI]", "p", "pairs", "verdict"]
+    verdict_header = ["method", "family", "check", "Δ accuracy (pp) [95% CI]", "p", "pairs", "verdict"]
     verdict_rows = _verdict_rows(summary.verdicts)
     acc_header, acc_rows = _accuracy_table(summary)
     title = f"Sanity-check study: {summary.study.name}"

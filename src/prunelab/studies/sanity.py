@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prunelab.errors import check_density
 from prunelab.pruning.checks import CHECKS
@@ -34,7 +34,11 @@ class SanityStudy(BaseModel):
         seeds: run seeds (each seed pairs every variant at a density).
         checks: checks to apply; data checks are skipped for data-free methods.
         random_tickets: allocations for the random-mask baselines.
-        include_dense: also train the unpruned model per seed.
+        include_dense: also train the unpruned model per seed (it is also the trunk that the
+            trained-weights tickets score, so it is trained once either way).
+        imp_fraction: when set, trained-weights methods (lottery, rewinding, ...) reach each
+            density by iterative magnitude pruning, removing this fraction of the remaining
+            weights per round; every density must then be ``(1 - imp_fraction) ** k``. None: one-shot.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,6 +52,30 @@ class SanityStudy(BaseModel):
     checks: tuple[str, ...] = ALL_CHECKS
     random_tickets: tuple[str, ...] = RANDOM_TICKETS
     include_dense: bool = True
+    imp_fraction: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _imp_levels(self) -> SanityStudy:
+        for density in self.densities:
+            self.imp_rounds(density)
+        return self
+
+    def imp_rounds(self, density: float) -> int:
+        """IMP rounds k with ``(1 - imp_fraction) ** k == density`` (1 when one-shot)."""
+        if self.imp_fraction is None:
+            return 1
+        rounds = max(1, round(math.log(density) / math.log(1 - self.imp_fraction)))
+        if not math.isclose((1 - self.imp_fraction) ** rounds, density, rel_tol=1e-6):
+            raise ValueError(
+                f"density {density:g} is not an IMP level of fraction {self.imp_fraction:g}; "
+                f"valid: (1 - {self.imp_fraction:g})**k, e.g. {imp_densities(range(1, 4), self.imp_fraction)}"
+            )
+        return rounds
+
+    def pruning(self, method: str, density: float, checks: tuple[str, ...] = ()) -> PruningSpec:
+        """The method's pruning spec at ``density`` (with IMP rounds for trained-weights methods)."""
+        ticket = {"rounds": self.imp_rounds(density)} if METHODS.get(method).ticket is not None else None
+        return PruningSpec(method=method, density=density, checks=checks, ticket=ticket)
 
     @field_validator("methods")
     @classmethod
@@ -65,8 +93,29 @@ class SanityStudy(BaseModel):
         return tuple(check_density(d) for d in value)
 
     def applicable_checks(self, method: str) -> list[str]:
-        needs_data = METHODS.get(method).needs_data
-        return [c for c in self.checks if needs_data or not CHECKS.get(c).needs_data]
+        """Data checks only for methods whose mask can depend on data (scoring batch or trunk)."""
+        uses_data = METHODS.get(method).uses_training_data
+        return [c for c in self.checks if uses_data or not CHECKS.get(c).needs_data]
+
+
+def imp_densities(levels: Sequence[int] | range, fraction: float = 0.2) -> list[float]:
+    """Densities after ``k`` IMP rounds removing ``fraction`` of the remaining weights each."""
+    from prunelab.spec import canonical_density
+
+    return [canonical_density((1 - fraction) ** k) for k in levels]
+
+
+def ticket_family(method: str, allocation: str | None = None) -> str:
+    """Su et al.'s families: initial tickets (scored or kept at init), partially-trained tickets
+    (kept trained or early-rewound weights), hybrid tickets, random tickets."""
+    entry = METHODS.get(method)
+    if method == "random":
+        return "random ticket"
+    if entry.ticket is None:
+        return "initial ticket"
+    if (allocation or entry.allocation) == "smart_ratio":
+        return "hybrid ticket"
+    return "initial ticket" if entry.ticket.get("keep") == 0 else "partially-trained ticket"
 
 
 @dataclass(frozen=True)
@@ -124,14 +173,14 @@ def study_runs(study: SanityStudy) -> list[StudyRun]:
                     Variant("method", method, "none", default_alloc),
                     density,
                     seed,
-                    PruningSpec(method=method, density=density),
+                    study.pruning(method, density),
                 )
                 for check in study.applicable_checks(method):
                     add(
                         Variant("method", method, check, default_alloc),
                         density,
                         seed,
-                        PruningSpec(method=method, density=density, checks=(check,)),
+                        study.pruning(method, density, (check,)),
                     )
     return runs
 

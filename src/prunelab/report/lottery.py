@@ -1,0 +1,179 @@
+"""The lottery-ticket report (Liu et al. 2019, Section 6): winning ticket vs random re-init per IMP
+level, at each learning rate; Markdown, self-contained HTML, a plot and CSV."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from prunelab.report.plots import _STYLE
+from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _p, _pct, _pp, _write_text
+from prunelab.studies.lottery import LotterySummary
+from prunelab.studies.sanity import SIGNIFICANCE, SanitySummary
+
+WINNING = "lottery"
+RANDOM_INIT = "lottery + reinit_fan"
+
+
+def _verdict(lr: float, summary: SanitySummary) -> tuple[str, str]:
+    """(one-line conclusion, CSS class) for the winning-vs-random comparison at ``lr``."""
+    verdict = next((v for v in summary.verdicts if v.check == "reinit_fan"), None)
+    if verdict is None:
+        return f"lr {lr:g}: no finished pairs yet", "neutral"
+    p, diff = verdict.test.p_value, verdict.test.diff
+    gain = f"random re-init minus winning ticket = {_pp(diff)} pp (p = {_p(p)}, {verdict.n_pairs} pairs)"
+    if not math.isnan(p) and p < SIGNIFICANCE and diff.mean < 0:
+        return f"lr {lr:g}: **the winning-ticket initialisation helps**: {gain}", "hurts"
+    if not math.isnan(p) and p < SIGNIFICANCE and diff.mean > 0:
+        return f"lr {lr:g}: **random re-initialisation is better**: {gain}", "helps"
+    return (
+        f"lr {lr:g}: **no significant difference** between winning ticket and random re-init: {gain}",
+        "neutral",
+    )
+
+
+def _rows(lr: float, summary: SanitySummary, levels: tuple[int, ...]) -> list[list[str]]:
+    rows = []
+    for level, density in zip(levels, sorted(summary.study.densities, reverse=True), strict=True):
+        win, rand = summary.cell(WINNING, density), summary.cell(RANDOM_INIT, density)
+        diff = "–"
+        if win and rand and win.accuracy.n and rand.accuracy.n:
+            diff = f"{100 * (win.accuracy.mean - rand.accuracy.mean):+.2f}"
+        rows.append(
+            [
+                f"{lr:g}",
+                str(level),
+                f"{density:.4g}",
+                f"{100 * (1 - density):.1f}",
+                _pct(win.accuracy) if win else "–",
+                _pct(rand.accuracy) if rand else "–",
+                diff,
+                _pct(summary.dense) if summary.dense else "–",
+            ]
+        )
+    return rows
+
+
+def _plot(summary: LotterySummary, path: Path) -> Path:
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(
+            1, len(summary.per_lr), figsize=(5.2 * len(summary.per_lr), 4.2), sharey=True
+        )
+        axes_list = list(axes) if len(summary.per_lr) > 1 else [axes]
+        for ax, (lr, sub) in zip(axes_list, summary.per_lr, strict=True):
+            for label, style in ((WINNING, "-"), (RANDOM_INIT, "--")):
+                cells = sorted((c for c in sub.cells if c.variant.label == label), key=lambda c: c.density)
+                if not cells:
+                    continue
+                xs = [c.density for c in cells]
+                (line,) = ax.plot(
+                    xs,
+                    [100 * c.accuracy.mean for c in cells],
+                    style,
+                    marker="o",
+                    label="winning ticket" if label == WINNING else "random re-init",
+                )
+                ax.fill_between(
+                    xs,
+                    [100 * c.accuracy.low for c in cells],
+                    [100 * c.accuracy.high for c in cells],
+                    color=line.get_color(),
+                    alpha=0.15,
+                )
+            if sub.dense is not None:
+                ax.axhline(100 * sub.dense.mean, color="black", lw=1, label="dense")
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ax.set_title(f"initial lr {lr:g}")
+            ax.set_xlabel("density (kept fraction, log scale)")
+            ax.legend(fontsize=8)
+        axes_list[0].set_ylabel("test accuracy (%)")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+    return path
+
+
+def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
+    """Write report.md, report.html, levels.csv and the plot into ``out_dir``; return report.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    study = summary.study
+    t = study.train
+    title = f"Winning ticket vs random re-initialisation: {study.data.name} / {study.model.name}"
+    setup = [
+        f"dataset `{study.data.name}`, model `{study.model.name}`; training: {t.epochs} epochs, batch "
+        f"{t.batch_size}, SGD ({t.schedule}), momentum {t.momentum}, weight decay {t.weight_decay}",
+        f"IMP: global magnitude pruning of the trained ticket, {study.imp_fraction:g} of the remaining "
+        f"weights per round, rewound to the original initialisation (winning ticket, Frankle & Carbin 2019); "
+        f"random re-init = the same mask on a fresh He init with each layer's effective fan-in (Liu et al. 2019)",
+        f"levels {', '.join(map(str, study.levels))}; seeds {', '.join(map(str, study.seeds))}; "
+        "accuracy = final-epoch test accuracy (%), mean ± 95% t-interval over seeds",
+        f"verdict: paired two-sided t-test over (level, seed) pairs, alpha = {SIGNIFICANCE}",
+    ]
+    verdicts = [_verdict(lr, sub) for lr, sub in summary.per_lr]
+    header = [
+        "lr",
+        "level",
+        "density",
+        "sparsity %",
+        "winning ticket",
+        "random re-init",
+        "Δ (pp)",
+        "dense",
+    ]
+    rows = [row for lr, sub in summary.per_lr for row in _rows(lr, sub, study.levels)]
+    missing = sum(sub.missing for _, sub in summary.per_lr)
+    figure = _plot(summary, out / "winning_vs_random.png")
+
+    md = [
+        f"# {title}",
+        "",
+        *[f"- {line}" for line in setup],
+        f"\n**{missing} run(s) not finished.**\n" if missing else "",
+        "## At a glance",
+        "",
+        *[f"- {text}" for text, _ in verdicts],
+        "",
+        "## Test accuracy (%) per IMP level",
+        "",
+        _md_table(header, rows),
+        "",
+        "![winning ticket vs random re-init](winning_vs_random.png)",
+        "",
+    ]
+    _write_text(out / "report.md", "\n".join(md))
+    image = base64.b64encode(figure.read_bytes()).decode()
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="sub">{"<br>".join(_inline_markdown(x) for x in setup)}</p>
+{f"<p><b>{missing} run(s) not finished.</b></p>" if missing else ""}
+<h2>At a glance</h2><div class="headline"><ul>{"".join(f'<li class="{cls}">{_inline_markdown(text)}</li>' for text, cls in verdicts)}</ul></div>
+<h2>Accuracy against density</h2><img src="data:image/png;base64,{image}">
+<h2>Test accuracy (%) per IMP level</h2>{_html_table(header, rows)}
+</body></html>"""
+    _write_text(out / "report.html", page)
+    with open(out / "levels.csv.tmp", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["lr", "variant", "density", "n", "mean_acc", "ci_half"])
+        for lr, sub in summary.per_lr:
+            for cell in sub.cells:
+                writer.writerow(
+                    [
+                        lr,
+                        cell.variant.label,
+                        cell.density,
+                        cell.accuracy.n,
+                        cell.accuracy.mean,
+                        cell.accuracy.half_width,
+                    ]
+                )
+    os.replace(out / "levels.csv.tmp", out / "levels.csv")
+    return out / "report.html"
