@@ -193,3 +193,83 @@ def test_pruned_model_round_trips_through_spec_and_state_dict() -> None:
     twin.load_state_dict(first.state_dict())
     x = torch.randn(2, *CIFAR)
     assert torch.equal(first.eval()(x), twin.eval()(x))
+
+
+# --- predefined L1-norm configurations (Li et al. 2017 as coded by Liu et al. 2019) -------------------
+
+from prunelab.pruning.structured.configs import PREDEFINED  # noqa: E402
+
+REFERENCE = {  # res56prune.py / res110prune.py: skip ids and per-stage prune ratios
+    "resnet56-a": (56, [16, 20, 38, 54], [0.1, 0.1, 0.1]),
+    "resnet56-b": (56, [16, 18, 20, 34, 38, 54], [0.6, 0.3, 0.1]),
+    "resnet110-a": (110, [36], [0.5, 0.0, 0.0]),
+    "resnet110-b": (110, [36, 38, 74], [0.5, 0.4, 0.3]),
+}
+
+
+def reference_cfg(model: nn.Module, depth: int, skip: list[int], ratios: list[float]) -> list[int]:
+    """The reference's loop, restated: number Conv2d modules from 1, prune the even ids by stage."""
+    bounds = (18, 36) if depth == 56 else (36, 72)
+    cfg = []
+    for layer_id, conv in enumerate(convs(model), start=1):
+        if layer_id in skip:
+            cfg.append(conv.out_channels)
+        elif layer_id % 2 == 0:
+            stage = 0 if layer_id <= bounds[0] else 1 if layer_id <= bounds[1] else 2
+            cfg.append(int(conv.out_channels * (1 - ratios[stage])))
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_resnet_configs_equal_the_reference_loop(name: str) -> None:
+    depth, skip, ratios = REFERENCE[name]
+    config = PREDEFINED.get(name)
+    model = build_model(config.model, CIFAR, 10, **config.base_options)  # option A: no shortcut convs
+    keep = config.keep_counts(model)
+    assert list(keep) == block_conv1_names(model)
+    assert list(keep.values()) == reference_cfg(model, depth, skip, ratios)
+    # Option-B shortcut convs neither shift the numbering nor get pruned.
+    assert config.keep_counts(build_model(config.model, CIFAR, 10)) == keep
+    assert config.pruned_options(model) == {"widths": list(keep.values())}
+
+
+def test_resnet_config_counts_by_hand() -> None:
+    model = build_model("resnet56", CIFAR, 10, shortcut="A")
+    a = PREDEFINED.get("resnet56-a").keep_counts(model)
+    # int(16 * 0.9) = 14, int(32 * 0.9) = 28, int(64 * 0.9) = 57; ids 16, 20, 38, 54 are blocks
+    # layer1.7, layer2.0, layer3.0 and layer3.8.
+    assert [a[f"layer1.{i}.conv1"] for i in range(9)] == [14] * 7 + [16, 14]
+    assert [a[f"layer2.{i}.conv1"] for i in range(9)] == [32] + [28] * 8
+    assert [a[f"layer3.{i}.conv1"] for i in range(9)] == [64] + [57] * 7 + [64]
+    b = PREDEFINED.get("resnet56-b").keep_counts(model)
+    # int(16 * 0.4) = 6, int(32 * 0.7) = 22; ids 18 and 34 are layer1.8 and layer2.7.
+    assert [b[f"layer1.{i}.conv1"] for i in range(9)] == [6] * 7 + [16, 16]
+    assert [b[f"layer2.{i}.conv1"] for i in range(9)] == [32] + [22] * 6 + [32, 22]
+    big = build_model("resnet110", CIFAR, 10, shortcut="A")
+    b110 = PREDEFINED.get("resnet110-b").keep_counts(big)
+    assert sorted(set(b110.values())) == [8, 16, 19, 32, 44, 64]  # int(32 * 0.6) = 19, int(64 * 0.7) = 44
+
+
+def test_vgg16_a_config() -> None:
+    config = PREDEFINED.get("vgg16-a")
+    model = build_model("vgg16", CIFAR, 10, **config.base_options)
+    keep = config.keep_counts(model)
+    assert list(keep) == [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert list(keep.values()) == VGG16_A
+    pruned = build_model("vgg16", CIFAR, 10, **config.base_options, **config.pruned_options(model))
+    assert [c.out_channels for c in convs(pruned)] == VGG16_A
+    assert pruned.classifier[0].in_features == 256
+
+
+def test_config_registry_and_errors() -> None:
+    assert set(PREDEFINED.names()) == {"vgg16-a", "resnet56-a", "resnet56-b", "resnet110-a", "resnet110-b"}
+    for name, config in PREDEFINED.items():
+        assert config.name == name and config.paper and config.description
+    with pytest.raises(PrunelabError, match="valid choices: resnet110-a"):
+        PREDEFINED.get("resnet56-c")
+    with pytest.raises(PrunelabError, match="applies to model 'resnet56', got 'resnet20'"):
+        PREDEFINED.get("resnet56-a").keep_counts(build_model("resnet20", CIFAR, 10))
+    with pytest.raises(PrunelabError, match="3 stages of 9 BasicBlocks"):
+        PREDEFINED.get("resnet56-a").keep_counts(build_model("resnet56", CIFAR, 10, blocks=[9, 9, 8]))
+    with pytest.raises(PrunelabError, match="fewer than"):
+        PREDEFINED.get("vgg16-a").keep_counts(build_model("vgg16", CIFAR, 10, width=0.25))
