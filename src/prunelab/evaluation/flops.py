@@ -21,6 +21,8 @@ Anything else (additions of residual branches, functional pools, the option-A sh
 nothing, as in the reference. With ``nonzero_only`` the conv term becomes ``(nnz(W) * 2 + bias *
 C_out) * prod(out spatial)`` as in the weight-level variant (``cifar/weight-level/count_flops.py``),
 and the linear term ``(2 * nnz(W) + out) * rows`` likewise, so unstructured sparsity lowers the count.
+Counts depend only on shapes (and on which weights are zero), so the counting forward runs on
+shape-only "meta" tensors: fast, no memory, whatever device the model is on.
 
 Where this differs from the reference on purpose, always by well under 0.01 % on the CIFAR models:
 it also counts BatchNorm1d (the reference hooks BatchNorm2d only; the Rethinking VGG head's BN1d adds
@@ -160,7 +162,9 @@ def flops_by_module(
     """FLOPs of one forward pass of one example, per module name (``""`` is the model itself).
 
     Args:
-        model: any module; run once in eval mode without gradients (its modes are restored).
+        model: any module. It is run once in eval mode without gradients (its modes are restored),
+            on "meta" stand-ins of its parameters and buffers (shapes only: no arithmetic, no memory,
+            nothing moved); a forward that needs values is run for real on the model's device.
         input_shape: one example's shape, without the batch dimension, e.g. ``(3, 32, 32)``.
         nonzero_only: count only nonzero conv/linear weights (weight-level variant).
         convention: ``"rethinking"`` (Liu et al. 2019's counter) or ``"macs"`` (Li et al. 2017).
