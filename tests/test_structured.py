@@ -33,7 +33,7 @@ from prunelab.pruning.structured.criteria import (
     slimming_keep,
     thinet_greedy,
 )
-from prunelab.pruning.structured.reconstruction import select_by_data
+from prunelab.pruning.structured.reconstruction import consumer_weight, sample_fields, select_by_data
 
 IMG = (3, 8, 8)
 
@@ -478,3 +478,24 @@ def test_hooks_plug_into_the_trainer() -> None:
     pruned = prune_structured(model, "sfp", options={"ratio": 0.5})
     assert isinstance(pruned, PrunedModel)
     assert pruned.architecture["options"]["widths"] == [1, 2, 4]
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        nn.Conv2d(3, 2, (3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1)),
+        nn.Conv1d(3, 4, 5, stride=2, padding=1),
+    ],
+)
+def test_sampled_fields_reproduce_the_conv_output(conv: nn.Module) -> None:
+    """Each sampled receptive field, weighted by the conv's filters, gives exactly the conv's output."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 7, 9, generator=gen) if isinstance(conv, nn.Conv2d) else torch.randn(4, 3, 11)
+    fields = sample_fields(conv, x, 3, positions=6, generator=torch.Generator().manual_seed(5))
+    loc = torch.randint(
+        conv(x)[0, 0].numel(), (4 * 6,), generator=torch.Generator().manual_seed(5)
+    )  # the same draws
+    expected = conv(x).flatten(2)[torch.arange(4).repeat_interleave(6), :, loc]  # (M, O)
+    got = torch.einsum("mck,ock->mo", fields, consumer_weight(conv, 3)) + conv.bias
+    assert torch.allclose(got, expected, atol=1e-5)
