@@ -267,7 +267,7 @@ def test_sfp_zeroes_smallest_l2_filters_which_regrow_and_are_removed_at_the_end(
 # -- sparse structure selection -------------------------------------------------------------------
 
 
-def test_sss_removes_blocks_with_zero_factor_and_outputs_are_unchanged() -> None:
+def test_sss_removes_blocks_with_zero_factor_and_outputs_are_unchanged(tmp_path: Path) -> None:
     model = build_model("resnet20", IMG, 4, seed=0, width=2, shortcut="A")
     gen = torch.Generator().manual_seed(0)
     randomise_bn(model, gen)
@@ -305,6 +305,11 @@ def test_sss_removes_blocks_with_zero_factor_and_outputs_are_unchanged() -> None
     pruned.model.eval()
     assert torch.allclose(pruned.model(x), before, atol=1e-5)
     assert n_params(pruned.model) < n_params(model)
+    save_pruned(tmp_path / "sss", pruned)
+    loaded = load_pruned(tmp_path / "sss")
+    loaded.model.eval()
+    assert torch.equal(loaded.model(x), pruned.model(x))
+    assert loaded.kept == pruned.kept
 
 
 def test_sss_needs_trained_factors_and_a_resnet() -> None:
