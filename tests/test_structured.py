@@ -153,6 +153,8 @@ def test_slimming_on_a_model_and_its_penalty_hook() -> None:
     no_bn = build_model("cnn1d", (1, 16), 3, seed=0, channels=4)
     with pytest.raises(PrunelabError, match="BatchNorm"):
         prune_structured(no_bn, "slimming")
+    with pytest.raises(PrunelabError, match="BatchNorm"):
+        large_model_hooks("slimming", no_bn, {})
 
 
 def test_thinet_greedy_prefers_cancelling_channels() -> None:

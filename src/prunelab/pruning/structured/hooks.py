@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from prunelab.errors import PrunelabError
 from prunelab.pruning.structured.blocks import install_block_scales, l1_subgradient
 from prunelab.pruning.structured.channels import channel_layers, keep_count, top_k
 from prunelab.pruning.structured.criteria import l2_filter_norms
@@ -108,12 +109,18 @@ def large_model_hooks(
     opts = entry.resolve_options(options)
     hooks = TrainingHooks()
     if entry.name == "slimming":
+        scales = bn_scales(model)
+        if not scales:
+            raise PrunelabError(
+                f"network slimming needs BatchNorm layers; model {type(model).__name__} has none "
+                "(build cnn1d/cnn2d with bn=true)"
+            )
         if float(opts["strength"]) > 0:
-            hooks.after_backward.append(l1_subgradient(bn_scales(model), float(opts["strength"])))
+            hooks.after_backward.append(l1_subgradient(scales, float(opts["strength"])))
     elif entry.name == "sss":
-        scales = list(install_block_scales(model).values())
+        factors = list(install_block_scales(model).values())
         if float(opts["strength"]) > 0:
-            hooks.after_backward.append(l1_subgradient(list(scales), float(opts["strength"])))
+            hooks.after_backward.append(l1_subgradient(factors, float(opts["strength"])))
     elif entry.name == "sfp":
         convs = [layer.conv for layer in channel_layers(model)]
         ratio = float(opts["ratio"])
