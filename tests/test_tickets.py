@@ -39,7 +39,9 @@ def test_method_defaults_are_merged_with_given_ticket_fields() -> None:
     lr_rewind = PruningSpec(method="lr_rewinding", density=0.512, ticket={"rounds": 3})
     assert lr_rewind.ticket == TicketSpec(keep="end", retrain="restart", rounds=3)
     assert PruningSpec(method="lottery", density=0.5).ticket == TicketSpec(keep=0, retrain="restart")
-    assert PruningSpec(method="weight_rewinding", density=0.5).ticket == TicketSpec(keep=2, retrain="continue")
+    assert PruningSpec(method="weight_rewinding", density=0.5).ticket == TicketSpec(
+        keep=2, retrain="continue"
+    )
     assert PruningSpec(method="finetune", density=0.5).ticket == TicketSpec(keep="end", retrain="finetune")
     hybrid = PruningSpec(method="hybrid", density=0.5)
     assert hybrid.allocation == "smart_ratio" and hybrid.ticket == TicketSpec(keep="end")
@@ -107,7 +109,9 @@ def test_rewinding_semantics_and_trunk_reuse(tmp_path: Path) -> None:
     assert not store.rewind_path(trunk, 2).exists()  # only the epochs some ticket asked for
 
     # All magnitude tickets at the same density share one mask: the largest trained |w|.
-    masks = {s.run_name(): Mask.load(store.run_dir(s) / "mask.safetensors") for s in (lottery, rewind, lr_rewind)}
+    masks = {
+        s.run_name(): Mask.load(store.run_dir(s) / "mask.safetensors") for s in (lottery, rewind, lr_rewind)
+    }
     first = next(iter(masks.values()))
     assert all(all(torch.equal(m[n], first[n]) for n in first) for m in masks.values())
     trained = weights(store, trunk)
@@ -119,10 +123,20 @@ def test_rewinding_semantics_and_trunk_reuse(tmp_path: Path) -> None:
 
     # What each variant starts from, and its lr schedule.
     results = {s.run_name(): store.result(s) for s in (lottery, rewind, lr_rewind, finetune)}
-    assert results[lottery.run_name()]["train"] == {"epochs": 4, "start_epoch": 0, "lr": 0.05, "schedule": "multistep"}
+    assert results[lottery.run_name()]["train"] == {
+        "epochs": 4,
+        "start_epoch": 0,
+        "lr": 0.05,
+        "schedule": "multistep",
+    }
     assert results[rewind.run_name()]["train"]["start_epoch"] == 1  # epochs 1..3 at their scheduled lr
     assert [m["epoch"] for m in store.read_metrics(rewind)] == [2, 3, 4]
-    assert results[finetune.run_name()]["train"] == {"epochs": 1, "start_epoch": 0, "lr": 0.001, "schedule": "constant"}
+    assert results[finetune.run_name()]["train"] == {
+        "epochs": 1,
+        "start_epoch": 0,
+        "lr": 0.001,
+        "schedule": "constant",
+    }
     assert results[lr_rewind.run_name()]["train"]["epochs"] == 4
     assert {row["role"] for row in store.links(lottery)} == {"trunk"}
 

@@ -38,6 +38,32 @@ def _verdict(lr: float, summary: SanitySummary) -> tuple[str, str]:
     )
 
 
+def liu_pattern(summary: LotterySummary) -> str | None:
+    """Compare the largest and the smallest lr the way Liu et al. 2019 do: is the winning ticket's
+    gain over random re-init larger at the small lr, and is the small lr worse overall?"""
+    gains: dict[float, float] = {}
+    best: dict[float, float] = {}
+    for lr, sub in summary.per_lr:
+        verdict = next((v for v in sub.verdicts if v.check == "reinit_fan"), None)
+        if verdict is not None:
+            gains[lr] = -verdict.test.diff.mean
+        winning = [c.accuracy.mean for c in sub.cells if c.variant.label == WINNING]
+        if winning:
+            best[lr] = max(winning)
+    if len(gains) < 2 or len(best) < 2:
+        return None
+    large, small = max(gains), min(gains)
+    gain_larger = gains[small] > gains[large]
+    small_worse = best[small] < best[large]
+    return (
+        f"Liu et al.'s pattern (the winning ticket helps more at the small lr, and the small lr is worse "
+        f"overall): gain {100 * gains[small]:+.2f} pp at lr {small:g} vs {100 * gains[large]:+.2f} pp at lr "
+        f"{large:g} ({'yes' if gain_larger else 'no'}); best winning-ticket accuracy {100 * best[small]:.2f}% "
+        f"at lr {small:g} vs {100 * best[large]:.2f}% at lr {large:g} ({'yes' if small_worse else 'no'}): "
+        f"**{'reproduced' if gain_larger and small_worse else 'not reproduced'}**"
+    )
+
+
 def _rows(lr: float, summary: SanitySummary, levels: tuple[int, ...]) -> list[list[str]]:
     rows = []
     for level, density in zip(levels, sorted(summary.study.densities, reverse=True), strict=True):
@@ -118,6 +144,9 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         f"verdict: paired two-sided t-test over (level, seed) pairs, alpha = {SIGNIFICANCE}",
     ]
     verdicts = [_verdict(lr, sub) for lr, sub in summary.per_lr]
+    pattern = liu_pattern(summary)
+    if pattern:
+        verdicts.append((pattern, "neutral"))
     header = [
         "lr",
         "level",
