@@ -188,6 +188,10 @@ def _headline(summary: RethinkingSummary) -> list[str]:
     return lines
 
 
+def _opts(options: dict[str, Any]) -> str:
+    return f" ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" if options else ""
+
+
 def _setup_lines(summary: RethinkingSummary) -> list[str]:
     s = summary.study
     t = s.train
@@ -197,7 +201,7 @@ def _setup_lines(summary: RethinkingSummary) -> list[str]:
         else ""
     )
     return [
-        f"dataset `{s.data.name}` {s.data.options or ''}, large model `{s.model.name}` {s.model.options or ''}",
+        f"dataset `{s.data.name}`{_opts(s.data.options)}, large model `{s.model.name}`{_opts(s.model.options)}",
         f"large model / Scratch-E: {t.epochs} epochs, batch {t.batch_size}, SGD lr {t.lr} ({schedule}), "
         f"momentum {t.momentum}, weight decay {t.weight_decay}",
         f"fine-tune: {finetune_epochs_of(s)} epochs from the pruned weights at a constant lr {s.finetune_lr}; "

@@ -353,7 +353,7 @@ def _records(records: Sequence[Any]) -> list[dict[str, Any]]:
 
 #: How latency is timed in prune runs (``compare_models``' arguments): short, as the study times
 #: every pruned model; medians over interleaved repeats keep the full/pruned ratio fair on a busy CPU.
-LATENCY_TIMING: dict[str, Any] = {"warmup": 2, "repeats": 7, "min_repeat_ms": 5.0}
+LATENCY_TIMING: dict[str, Any] = {"warmup": 3, "repeats": 15, "min_repeat_ms": 10.0}
 
 
 def _latency(
@@ -642,8 +642,9 @@ def run_study_runs(
 ) -> list[dict[str, Any]]:
     """Run every run in dependency waves (large, prune, protocols); finished runs are read back.
 
-    Within a wave runs are independent, so ``jobs > 1`` spreads them over a process pool with
-    ``cpu_count // jobs`` torch threads each (CUDA stays inline: one process owns the GPU).
+    Within a wave runs are independent, so ``jobs > 1`` spreads the training waves over a process pool
+    with ``cpu_count // jobs`` torch threads each (CUDA stays inline: one process owns the GPU); prune
+    runs stay inline so their latency timing has the machine to itself.
     Results come back in input order.
     """
     from tqdm import tqdm
@@ -665,8 +666,10 @@ def run_study_runs(
         [i for i, r in enumerate(runs) if results[i] is None and r.stage in PROTOCOLS],
     ]
     try:
-        for wave in waves:
-            if jobs <= 1 or len(wave) <= 1 or device.startswith("cuda"):
+        for stage, wave in zip(("large", "prune", "protocols"), waves, strict=True):
+            # Prune runs are cheap but time the models: inline, so no other run of the study competes
+            # with the latency measurement.
+            if jobs <= 1 or len(wave) <= 1 or device.startswith("cuda") or stage == "prune":
                 for i in wave:
                     results[i] = execute_rethinking_run(
                         runs[i].spec, store, data_dir=data_dir_s, device=device
