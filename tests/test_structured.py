@@ -290,12 +290,17 @@ def test_sss_removes_blocks_with_zero_factor_and_outputs_are_unchanged(tmp_path:
         scales["layer1.1"].fill_(0.0)
         scales["layer2.2"].fill_(0.0)
         scales["layer3.1"].fill_(-0.4)  # kept, folded into bn2
-    # the penalty: grad += strength * sign(lambda); sign(0) = 0
-    for p in scales.values():
-        p.grad = torch.zeros(())
-    hooks.after_backward[0]()
-    assert float(scales["layer3.1"].grad) == pytest.approx(-0.1)
-    assert float(scales["layer1.1"].grad) == 0.0
+    # the proximal L1 step at lr 0.5: lambda <- sign(lambda) * max(|lambda| - 0.5 * 0.1, 0)
+    assert not hooks.after_backward and len(hooks.after_step) == 1
+    with torch.no_grad():
+        scales["layer3.1"].fill_(-0.45)
+        scales["layer1.2"].fill_(0.03)
+    hooks.after_step[0](0.5)
+    assert float(scales["layer3.1"].detach()) == pytest.approx(-0.4)  # shrunk towards zero by 0.05
+    assert float(scales["layer1.2"].detach()) == 0.0  # crosses zero: exactly zero, not negative
+    assert float(scales["layer1.1"].detach()) == 0.0  # stays at zero
+    with torch.no_grad():
+        scales["layer1.2"].fill_(1.0)  # restore: only layer1.1 and layer2.2 are to be removed
 
     model.eval()
     x = torch.randn(5, *IMG, generator=gen)

@@ -139,6 +139,7 @@ def train(
     progress: Callable[[int, int], None] | None = None,
     start_epoch: int = 0,
     after_backward: Sequence[Callable[[], None]] = (),
+    after_step: Sequence[Callable[[float], None]] = (),
 ) -> TrainResult:
     """Train ``model`` on ``data`` with SGD; pruned weights (``mask`` False) stay exactly zero.
 
@@ -155,6 +156,8 @@ def train(
             (weight rewinding to epoch k trains epochs k..E-1 at their scheduled rates).
         after_backward: called after each backward pass, before the gradients of pruned weights
             are masked and the step is taken (e.g. the L1 penalty on BN scales of network slimming).
+        after_step: called with the step's learning rate after each optimizer step (and after the
+            mask is re-applied), e.g. the proximal L1 step of Sparse Structure Selection.
     """
     generator = generator or torch.Generator().manual_seed(0)
     optimizer = make_optimizer(model, config)
@@ -198,6 +201,8 @@ def train(
             enforcer.mask_grads()
             optimizer.step()
             enforcer.apply_weights()
+            for step_hook in after_step:
+                step_hook(lr)
             # Accumulate on device: no host sync per step.
             loss_sum += loss.detach() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()

@@ -101,6 +101,20 @@ def l1_subgradient(params: Sequence[Tensor], strength: float) -> Callable[[], No
     return penalise
 
 
+def l1_proximal_step(params: Sequence[Tensor], strength: float) -> Callable[[float], None]:
+    """An ``after_step`` hook: the proximal operator of ``strength * sum |p|`` at step size ``lr``,
+    ``p <- sign(p) * max(|p| - lr * strength, 0)``, so factors reach exactly zero (the accelerated
+    proximal gradient update of Huang & Wang 2018, without the momentum extrapolation)."""
+
+    def hook(lr: float) -> None:
+        with torch.no_grad():
+            for param in params:
+                shrunk = (param.abs() - lr * strength).clamp_(min=0.0)
+                param.copy_(torch.sign(param) * shrunk)
+
+    return hook
+
+
 def kept_blocks(model: nn.Module, threshold: float) -> dict[str, list[int]]:
     """Stage name -> indices of the blocks kept: every block without a factor, and those with
     ``|factor| > threshold``."""

@@ -2,14 +2,14 @@
 
 - ``slimming``: after every backward pass, ``gamma.grad += strength * sign(gamma)`` for every BN scale
   (Liu et al. 2017's ``updateBN``; the L1 subgradient of ``strength * sum |gamma|``).
-- ``sss``: the block factors are installed on the model (see :mod:`.blocks`) and get the same L1
-  subgradient after every backward pass.
+- ``sss``: the block factors are installed on the model (see :mod:`.blocks`) and after every optimizer
+  step take a proximal L1 step (soft thresholding by ``lr * strength``), so they reach exactly zero.
 - ``sfp``: after every epoch, each prunable conv's ``int(C * (1 - ratio))`` filters of smallest L2 norm
   are set to zero; gradients are not masked, so they may regrow (He et al. 2018).
 - every other method: nothing.
 
-Plug them into :func:`prunelab.training.trainer.train` as ``after_backward=hooks.after_backward`` and
-``callbacks=[*hooks.epoch_callbacks(), ...]`` (before any checkpointing callback, so a checkpoint holds
+Plug them into :func:`prunelab.training.trainer.train` as ``after_backward=hooks.after_backward``,
+``after_step=hooks.after_step`` and ``callbacks=[*hooks.epoch_callbacks(), ...]`` (before any checkpointing callback, so a checkpoint holds
 the zeroed filters).
 """
 
@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from prunelab.errors import PrunelabError
-from prunelab.pruning.structured.blocks import install_block_scales, l1_subgradient
+from prunelab.pruning.structured.blocks import install_block_scales, l1_proximal_step, l1_subgradient
 from prunelab.pruning.structured.channels import channel_layers, keep_count, top_k
 from prunelab.pruning.structured.criteria import l2_filter_norms
 from prunelab.pruning.structured.methods import STRUCTURED_METHODS
@@ -37,11 +37,13 @@ class TrainingHooks:
     Attributes:
         after_backward: called with no arguments after each ``loss.backward()``, before the
             optimizer step (they edit gradients).
+        after_step: called with the learning rate after each optimizer step (proximal updates).
         epoch_end: called with the number of epochs completed (1-based) after each epoch.
     """
 
     after_backward: list[Callable[[], None]] = field(default_factory=list)
     epoch_end: list[Callable[[int], None]] = field(default_factory=list)
+    after_step: list[Callable[[float], None]] = field(default_factory=list)
 
     def epoch_callbacks(self) -> list[Callable[[Any, Any], None]]:
         """``epoch_end`` adapted to the trainer's ``callbacks(record, state_thunk)`` signature."""
@@ -52,7 +54,7 @@ class TrainingHooks:
         return [adapt(hook) for hook in self.epoch_end]
 
     def __bool__(self) -> bool:
-        return bool(self.after_backward or self.epoch_end)
+        return bool(self.after_backward or self.epoch_end or self.after_step)
 
 
 def bn_scales(model: nn.Module) -> list[nn.Parameter]:
@@ -120,7 +122,7 @@ def large_model_hooks(
     elif entry.name == "sss":
         factors = list(install_block_scales(model).values())
         if float(opts["strength"]) > 0:
-            hooks.after_backward.append(l1_subgradient(factors, float(opts["strength"])))
+            hooks.after_step.append(l1_proximal_step(factors, float(opts["strength"])))
     elif entry.name == "sfp":
         convs = [layer.conv for layer in channel_layers(model)]
         ratio = float(opts["ratio"])
