@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from prunelab.runners import run_specs
 from prunelab.store import write_json_atomic
 from prunelab.studies.sanity import SanityStudy, SanitySummary, study_runs, summarize
@@ -42,18 +44,35 @@ def run_sanity_study(
         description=study.name,
     )
     summary = summarize(study, runs, results)
-    out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / study.name
+    out = record_study(study, runs_dir, report_dir, [r.spec.run_name() for r in runs])
+    html = write_sanity_report(summary, out)
+    return summary, html
+
+
+def record_study(
+    study: BaseModel,
+    runs_dir: str | Path,
+    report_dir: str | Path | None,
+    run_names: Sequence[str],
+    *,
+    kind: str = "sanity",
+) -> Path:
+    """Create the report folder (``report_dir``, default ``<runs_dir>/reports/<study name>``) and
+    write ``study.json`` there: the study's kind (``sanity``, ``lottery``) and fields, where its runs
+    live and their names, so ``prunelab report`` can rebuild the report without training."""
+    name = str(getattr(study, "name", "study"))
+    out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / name
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         out / "study.json",
         {
+            "kind": kind,
             "study": study.model_dump(mode="json"),
             "runs_dir": str(Path(runs_dir).resolve()),
-            "runs": [r.spec.run_name() for r in runs],
+            "runs": list(run_names),
         },
     )
-    html = write_sanity_report(summary, out)
-    return summary, html
+    return out
 
 
 __all__ = ["SanityStudy", "SanitySummary", "run_sanity_study", "study_runs", "summarize"]

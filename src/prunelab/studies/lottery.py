@@ -12,15 +12,23 @@ overall. Each learning rate is a :class:`~prunelab.studies.sanity.SanityStudy` w
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunelab.runners import run_specs
 from prunelab.spec import DataSpec, ModelSpec
-from prunelab.store import write_json_atomic
-from prunelab.studies.sanity import SanityStudy, SanitySummary, imp_densities, study_runs, summarize
+from prunelab.studies.sanity import (
+    SanityStudy,
+    SanitySummary,
+    StudyRun,
+    imp_densities,
+    study_runs,
+    summarize,
+)
 from prunelab.training.config import TrainConfig
 
 
@@ -83,6 +91,22 @@ class LotterySummary:
     per_lr: list[tuple[float, SanitySummary]]
 
 
+def lottery_runs(study: LotteryStudy) -> list[tuple[float, SanityStudy, list[StudyRun]]]:
+    """Per learning rate: its sanity study and that study's runs."""
+    return [(lr, sub, study_runs(sub)) for lr, sub in ((lr, study.at_lr(lr)) for lr in study.learning_rates)]
+
+
+def summarize_lottery(study: LotteryStudy, results: Mapping[str, dict[str, Any] | None]) -> LotterySummary:
+    """Summaries per lr from finished results keyed by run hash (a missing key = not finished)."""
+    return LotterySummary(
+        study,
+        [
+            (lr, summarize(sub, runs, [results.get(r.spec.run_hash()) for r in runs]))
+            for lr, sub, runs in lottery_runs(study)
+        ],
+    )
+
+
 def run_lottery_study(
     study: LotteryStudy,
     runs_dir: str | Path,
@@ -100,10 +124,9 @@ def run_lottery_study(
     ``<runs_dir>/reports/<study name>``).
     """
     from prunelab.report.lottery import write_lottery_report
+    from prunelab.studies import record_study
 
-    substudies = [(lr, study.at_lr(lr)) for lr in study.learning_rates]
-    runs = {lr: study_runs(sub) for lr, sub in substudies}
-    specs = [r.spec for lr in runs for r in runs[lr]]
+    specs = [r.spec for _, _, runs in lottery_runs(study) for r in runs]
     results = run_specs(
         specs,
         runs_dir,
@@ -114,23 +137,8 @@ def run_lottery_study(
         progress=progress,
         description=study.name,
     )
-    by_hash = {spec.run_hash(): result for spec, result in zip(specs, results, strict=True)}
-    summary = LotterySummary(
-        study,
-        [
-            (lr, summarize(sub, runs[lr], [by_hash.get(r.spec.run_hash()) for r in runs[lr]]))
-            for lr, sub in substudies
-        ],
+    summary = summarize_lottery(
+        study, {spec.run_hash(): result for spec, result in zip(specs, results, strict=True)}
     )
-    out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / study.name
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / "study.json",
-        {
-            "study": study.model_dump(mode="json"),
-            "runs_dir": str(Path(runs_dir).resolve()),
-            "runs": [spec.run_name() for spec in specs],
-        },
-    )
+    out = record_study(study, runs_dir, report_dir, [spec.run_name() for spec in specs], kind="lottery")
     return summary, write_lottery_report(summary, out)
-
