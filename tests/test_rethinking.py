@@ -181,3 +181,21 @@ def test_cli_bad_input_exits_2(argv: list[str], tmp_path: Path, capsys: pytest.C
     _, err = capsys.readouterr()
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_sss_trains_its_own_large_model_with_block_factors(tmp_path: Path) -> None:
+    study = RethinkingStudy(
+        name="sss",
+        data=DataSpec(name="synthetic", options={"input_shape": [3, 8, 8]}),
+        model=ModelSpec(name="resnet20", options={"width": 4}),
+        train=TrainConfig(epochs=1, batch_size=64, lr=0.05, augment=False),
+        methods=(MethodSpec(name="sss"),),
+        seeds=(0,),
+    )
+    summary, _ = run_rethinking_study(study, tmp_path, progress=False)
+    assert summary.missing == 0
+    method = summary.methods[0]
+    assert method.architecture is not None and "blocks" in method.architecture["options"]
+    large = study_runs(study)[0].spec
+    assert large.method == "sss" and "sss_scale" in " ".join(RunStore(tmp_path).load_weights(large))

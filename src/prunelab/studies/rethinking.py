@@ -44,7 +44,7 @@ from torch import nn
 
 from prunelab.errors import PrunelabError
 from prunelab.spec import DataSpec, ModelSpec, OptionValue, RunSpec
-from prunelab.store import RunStore, write_json_atomic
+from prunelab.store import RunStore
 from prunelab.studies.stats import Estimate, PairedTest, mean_ci, paired_test
 from prunelab.training.config import TrainConfig
 from prunelab.training.protocols import FINETUNE_LR, PROTOCOLS, finetune_config, protocol_config
@@ -65,8 +65,9 @@ LARGE_REGIME_METHODS: frozenset[str] = frozenset({"slimming", "sss", "sfp"})
 #: (architecture JSON, safetensors weights, the mask for weight-level pruning).
 PRUNED_DIR = "pruned"
 
-#: The study's record in its report folder (what ``rebuild_report`` reads back).
-STUDY_FILE = "rethinking-study.json"
+#: The study's record in its report folder (``studies.record_study``; ``rebuild_report`` reads it).
+STUDY_FILE = "study.json"
+STUDY_KIND = "rethinking"
 
 #: Default methods of the study, in report order.
 DEFAULT_METHODS = ("l1norm", "slimming", "thinet", "regression", "sfp", "sss", "weight_level")
@@ -524,6 +525,7 @@ def _execute_training(
     from prunelab.training.trainer import EpochRecord, TrainState, train
 
     after_backward: list[Callable[[], None]] = []
+    after_step: list[Callable[[float], None]] = []
     epoch_end: list[Callable[[Any, Any], None]] = []
     mask: Mask | None = None
     if spec.stage == "large":
@@ -540,6 +542,7 @@ def _execute_training(
 
             hooks = large_model_hooks(spec.method, model, spec.options)
             after_backward, epoch_end = list(hooks.after_backward), hooks.epoch_callbacks()
+            after_step = list(hooks.after_step)
     else:
         from prunelab.pruning.structured import build_architecture, load_pruned
 
@@ -591,6 +594,7 @@ def _execute_training(
             # soft pruning before the checkpoint, so a checkpoint holds the weights after it
             callbacks=[*epoch_end, on_epoch],
             after_backward=after_backward,
+            after_step=after_step,
         )
     except _Stop:
         return {"status": "stopped", "epochs": stop_after_epoch}
@@ -893,18 +897,10 @@ def run_rethinking_study(
     from prunelab.report.rethinking import write_rethinking_report
 
     runs = study_runs(study)
-    out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / study.name
-    out.mkdir(parents=True, exist_ok=True)
+    from prunelab.studies import record_study
+
     # Written first, so `prunelab report` can rebuild a partial study's report after a kill.
-    write_json_atomic(
-        out / STUDY_FILE,
-        {
-            "study_kind": "rethinking",
-            "study": study.model_dump(mode="json"),
-            "runs_dir": str(Path(runs_dir).resolve()),
-            "runs": [r.spec.run_name() for r in runs],
-        },
-    )
+    out = record_study(study, runs_dir, report_dir, [r.spec.run_name() for r in runs], kind=STUDY_KIND)
     results = run_study_runs(
         runs, runs_dir, jobs=jobs, data_dir=data_dir, device=device, progress=progress, description=study.name
     )
@@ -1041,6 +1037,10 @@ def rebuild_report(report_dir: str | Path, runs_dir: str | Path | None = None) -
     if not path.is_file():
         raise PrunelabError(f"no {STUDY_FILE} in {str(report_dir)!r}")
     payload = json.loads(path.read_text())
+    if payload.get("kind") != STUDY_KIND:
+        raise PrunelabError(
+            f"{str(path)!r} records a {payload.get('kind')!r} study, not a {STUDY_KIND!r} one"
+        )
     study = parse_model(RethinkingStudy, payload["study"], str(path))
     store = RunStore(runs_dir or payload["runs_dir"])
     runs = study_runs(study)
