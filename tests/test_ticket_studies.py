@@ -81,6 +81,11 @@ def test_lottery_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert len(executed) == 2 * 2 * 5
     run_lottery_study(study, tmp_path / "runs", progress=False)  # finished: nothing retrains
     assert all(len(store.executions(_spec(row["spec"]))) == 1 for row in store.list_runs())
+    # `prunelab report` rebuilds it from the stored runs alone
+    (html.parent / "report.md").unlink()
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    assert (html.parent / "report.md").read_text() == text
+    assert all(len(store.executions(_spec(row["spec"]))) == 1 for row in store.list_runs())
 
 
 def _spec(canonical: str) -> object:

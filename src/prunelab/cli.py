@@ -5,7 +5,6 @@ Bad input exits with code 2 and a one-line ``error: ...`` on stderr, never a tra
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -446,10 +445,7 @@ def report(
     runs_dir: Path = typer.Option(None, "--runs-dir", help="Runs directory (default: inferred)."),
 ) -> None:
     """Rebuild the report(s) of studies under DIRECTORY from the stored runs (no training)."""
-    from prunelab.report import write_sanity_report
-    from prunelab.spec import parse_model
-    from prunelab.store import RunStore
-    from prunelab.studies import SanityStudy, study_runs, summarize
+    from prunelab.studies import rebuild_report
 
     if not directory.exists():
         raise PrunelabError(f"directory {str(directory)!r} does not exist")
@@ -459,13 +455,7 @@ def report(
             f"no study.json under {str(directory)!r}; pass a runs directory or a report folder"
         )
     for path in found:
-        payload = json.loads(path.read_text())
-        study = parse_model(SanityStudy, payload["study"], str(path))
-        root = runs_dir or Path(payload.get("runs_dir") or path.parent.parent.parent)
-        store = RunStore(root)
-        runs = study_runs(study)
-        summary = summarize(study, runs, [store.result(r.spec) for r in runs])
-        typer.echo(f"report: {write_sanity_report(summary, path.parent)}")
+        typer.echo(f"report: {rebuild_report(path.parent, runs_dir)}")
 
 
 @app.command()

@@ -75,4 +75,55 @@ def record_study(
     return out
 
 
-__all__ = ["SanityStudy", "SanitySummary", "run_sanity_study", "study_runs", "summarize"]
+def rebuild_report(report_dir: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """Rewrite the report in ``report_dir`` from its ``study.json`` and the stored runs, without
+    training (unfinished runs are reported as missing); dispatches on the study's kind.
+
+    Returns the path of ``report.html``.
+    """
+    import json
+
+    from prunelab.errors import PrunelabError
+    from prunelab.spec import parse_model
+    from prunelab.store import RunStore
+
+    path = Path(report_dir) / "study.json"
+    if not path.is_file():
+        raise PrunelabError(f"no study.json in {str(report_dir)!r}")
+    payload = json.loads(path.read_text())
+    kind = payload.get("kind", "sanity")
+    root = (
+        Path(runs_dir) if runs_dir is not None else Path(payload.get("runs_dir") or path.parent.parent.parent)
+    )
+    if kind == "rethinking":
+        from prunelab.studies.rethinking import rebuild_report as rebuild_rethinking
+
+        return rebuild_rethinking(report_dir, root)
+    store = RunStore(root)
+    if kind == "lottery":
+        from prunelab.report.lottery import write_lottery_report
+        from prunelab.studies.lottery import LotteryStudy, lottery_runs, summarize_lottery
+
+        lottery = parse_model(LotteryStudy, payload["study"], str(path))
+        results = {
+            r.spec.run_hash(): store.result(r.spec) for _, _, runs in lottery_runs(lottery) for r in runs
+        }
+        return write_lottery_report(summarize_lottery(lottery, results), Path(report_dir))
+    if kind != "sanity":
+        raise PrunelabError(f"{str(path)!r}: unknown study kind {kind!r}; valid: sanity, lottery, rethinking")
+    from prunelab.report import write_sanity_report
+
+    study = parse_model(SanityStudy, payload["study"], str(path))
+    runs = study_runs(study)
+    return write_sanity_report(summarize(study, runs, [store.result(r.spec) for r in runs]), Path(report_dir))
+
+
+__all__ = [
+    "rebuild_report",
+    "record_study",
+    "SanityStudy",
+    "SanitySummary",
+    "run_sanity_study",
+    "study_runs",
+    "summarize",
+]
