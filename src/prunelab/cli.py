@@ -505,7 +505,9 @@ def rethinking(
         help="small: embedded data (MNIST-1D cnn1d+BN), 30 epochs, 3 seeds, minutes on a CPU; "
         "paper: CIFAR-10 VGG-16, the paper's 160-epoch recipe, 5 seeds.",
     ),
-    data: str = typer.Option(None, "--data", help="Dataset (mnist1d, digits, cifar10, cifar100, ...)."),
+    data: str = typer.Option(
+        None, "--dataset", "--data", help="Dataset (mnist1d, digits, cifar10, cifar100, ...)."
+    ),
     model: str = typer.Option(None, "--model", help="Large model (default follows the dataset)."),
     methods: str = typer.Option(
         None, "--methods", help="Structured methods, comma-separated (default: all that fit the model)."
@@ -526,7 +528,9 @@ def rethinking(
     out: Path = typer.Option(
         Path("rethinking-out"), "--out", help="Runs go to OUT/runs, the report to OUT/report."
     ),
-    jobs: int = typer.Option(2, "--jobs", help="Parallel worker processes (CUDA runs stay inline)."),
+    jobs: int = typer.Option(
+        2, "--workers", "--jobs", help="Parallel worker processes (CUDA runs stay inline)."
+    ),
     data_dir: Path = DATA_DIR,
     device: str = DEVICE,
 ) -> None:
@@ -539,7 +543,7 @@ def rethinking(
 
     resolve_device(device)  # a bad device is a one-line error before anything trains
     if jobs < 1:
-        raise PrunelabError(f"--jobs must be at least 1, got {jobs}")
+        raise PrunelabError(f"--workers must be at least 1, got {jobs}")
     per_method: dict[str, dict[str, Any]] = {}
     for pair in method_option or []:
         key, sep, value = pair.partition("=")
