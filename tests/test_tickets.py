@@ -237,3 +237,18 @@ def test_random_label_trunk_learns_nothing_about_the_test_set(tmp_path: Path) ->
     assert clean_trunk is not None
     execute_run(clean_trunk, store)
     assert store.result(trunk)["final_test_acc"] < store.result(clean_trunk)["final_test_acc"]  # type: ignore[index]
+
+
+def test_layerwise_imp_keeps_each_layer_at_the_round_density(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    spec = RunSpec(
+        data=DataSpec(name="synthetic"),
+        model=ModelSpec(name="mlp", options={"hidden": [32]}),
+        pruning=PruningSpec(method="lottery", density=0.64, allocation="uniform", ticket={"rounds": 2}),
+        train=TRAIN,
+    )
+    execute_run(spec, store)
+    for run, density in ((ancestors(spec)[1], 0.8), (spec, 0.64)):
+        mask = Mask.load(store.run_dir(run) / "mask.safetensors")
+        for row in mask.per_layer():
+            assert row.kept == round(density * row.total)  # layer-wise, not global
