@@ -266,6 +266,34 @@ def test_sfp_zeroes_smallest_l2_filters_which_regrow_and_are_removed_at_the_end(
         assert len(idx) + len(pruned.kept[name]) == dict(model.named_modules())[name].out_channels
 
 
+def test_sfp_zeroes_filters_before_the_first_epoch_too() -> None:
+    # He et al. mask once before training. Without it, on cnn1d with BN the first zeroing hits a
+    # trained net: zeroed filters whose BN shift is > 0 get ~1/sqrt(eps)-scaled gradients, blow up
+    # to huge norms, outrank the healthy filters, and training stalls (~56% vs ~95% on MNIST-1D).
+    model = build_model("cnn1d", (1, 40), 10, seed=0, bn=True)
+    modules = dict(model.named_modules())
+    init_norms = {
+        layer.conv: modules[layer.conv].weight.detach().flatten(1).norm(dim=1).clone()
+        for layer in channel_layers(model)
+    }
+    assert list(init_norms) == ["features.0", "features.3", "features.6"]
+    hooks = large_model_hooks("sfp", model, {"ratio": 0.7})
+    for name, norms in init_norms.items():
+        now = modules[name].weight.detach().flatten(1).norm(dim=1)
+        zeroed = sorted(int(i) for i in torch.nonzero(now == 0).flatten())
+        assert zeroed == sorted(int(i) for i in torch.argsort(norms)[:7])  # int(25 * 0.3) smallest
+        assert torch.equal(now[now > 0], norms[now > 0])  # the rest untouched
+    for bn in ("features.1", "features.4", "features.7"):  # BN left alone
+        assert torch.equal(modules[bn].weight.detach(), torch.ones(25))
+
+    class Record:
+        epoch = 1
+
+    hooks.epoch_callbacks()[0](Record(), None)  # with no training between, the same set stays zeroed
+    for name in init_norms:
+        assert int((modules[name].weight.detach().flatten(1).norm(dim=1) == 0).sum()) == 7
+
+
 # -- sparse structure selection -------------------------------------------------------------------
 
 

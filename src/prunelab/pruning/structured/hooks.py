@@ -4,8 +4,14 @@
   (Liu et al. 2017's ``updateBN``; the L1 subgradient of ``strength * sum |gamma|``).
 - ``sss``: the block factors are installed on the model (see :mod:`.blocks`) and after every optimizer
   step take a proximal L1 step (soft thresholding by ``lr * strength``), so they reach exactly zero.
-- ``sfp``: after every epoch, each prunable conv's ``int(C * (1 - ratio))`` filters of smallest L2 norm
-  are set to zero; gradients are not masked, so they may regrow (He et al. 2018).
+- ``sfp``: before training (when the hooks are made) and after every epoch, each prunable conv's
+  ``int(C * (1 - ratio))`` filters of smallest L2 norm are set to zero; gradients are not masked, so
+  they may regrow (He et al. 2018; their ``pruning_cifar10_resnet.py`` also masks once before epoch 1).
+  The initial zeroing matters with BatchNorm: a filter zeroed in a trained net whose BN shift is
+  positive gets a gradient ~1/sqrt(eps) times too large (its channel has zero batch variance), jumps
+  to a huge norm and then outranks the healthy filters, which get zeroed next; on MNIST-1D cnn1d
+  (bn=True) that froze training at ~56% test accuracy. Zeroed at init, where the BN shift is 0 and
+  ReLU'(0) = 0, those filters receive no gradient, so the same set stays zeroed.
 - every other method: nothing.
 
 Plug them into :func:`prunelab.training.trainer.train` as ``after_backward=hooks.after_backward``,
@@ -100,7 +106,9 @@ def large_model_hooks(
     """The training hooks ``method`` needs while the large model trains (see the module docstring).
 
     For ``sss`` this installs the block factors on ``model`` (idempotent), so call it before the
-    optimizer is built and before a checkpoint of such a model is loaded.
+    optimizer is built and before a checkpoint of such a model is loaded. For ``sfp`` it zeroes the
+    smallest filters once right away (He et al.'s masking before the first epoch), so call it on the
+    freshly initialised model before training; a checkpoint loaded afterwards replaces those weights.
 
     Args:
         method: a :data:`STRUCTURED_METHODS` name.
@@ -126,6 +134,7 @@ def large_model_hooks(
     elif entry.name == "sfp":
         convs = [layer.conv for layer in channel_layers(model)]
         ratio = float(opts["ratio"])
+        soft_prune_(model, ratio, convs)  # before the first epoch too, as in He et al.'s code
 
         def zero_filters(_epoch: int) -> None:
             soft_prune_(model, ratio, convs)
