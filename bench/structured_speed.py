@@ -37,6 +37,9 @@ from prunelab.pruning.structured.configs import PREDEFINED
 CIFAR = (3, 32, 32)
 CLASSES = 10
 
+#: An interquartile range above this fraction of the median marks a timing as noisy.
+NOISY_IQR = 0.2
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -47,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cuda-batch-sizes", default="1,64,256,1024", help="batch sizes on CUDA")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per model and batch size")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (median and IQR over them)")
-    parser.add_argument("--min-repeat-ms", type=float, default=100.0, help="minimum length of one repeat")
+    parser.add_argument("--repeats", type=int, default=11, help="timed repeats (median and IQR over them)")
+    parser.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum length of one repeat")
     add_common_arguments(parser, "structured_speed")
     args = parser.parse_args(argv)
     args.config_list = [c.strip().lower() for c in args.configs.split(",") if c.strip()]
@@ -136,6 +139,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("(ms: median per forward over repeats; FLOPs: Liu et al.'s counter, one example;")
     print(" FLOP ratio = full / pruned FLOPs, the speedup FLOPs promise; speedup = full ms / pruned ms)")
+    noisy = [
+        f"{r['config']} {r['device']} batch {r['batch_size']}"
+        for r in results
+        if max(r[k]["iqr_ms"] / r[k]["median_ms"] for k in ("full", "pruned")) > NOISY_IQR
+    ]
+    if noisy:
+        print(
+            f"note: noisy timings (IQR > {NOISY_IQR:.0%} of the median) for {', '.join(noisy)}; "
+            "rerun on an idle machine"
+        )
     path = write_json(
         args.name,
         {
