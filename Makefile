@@ -25,6 +25,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/masked_step.py
 	$(BIN)/python bench/mask_time.py
+	$(BIN)/python bench/structured_speed.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
