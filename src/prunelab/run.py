@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ from prunelab.pruning.checks import corrupt_training_data
 from prunelab.pruning.mask import Mask
 from prunelab.seeding import derive_seed, generator, seed_table
 from prunelab.spec import RunSpec
-from prunelab.store import RunStore
+from prunelab.store import RunStore, StoredSpec
 from prunelab.training.config import TrainConfig
-from prunelab.training.trainer import EpochRecord, TrainState, train
+from prunelab.training.trainer import EpochCallback, EpochRecord, TrainState, train
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -122,6 +122,74 @@ def _ticket_mask(
     return mask
 
 
+class _Stop(Exception):
+    """Raised by the epoch callback to stop a run as if it were killed (tests)."""
+
+
+def train_through_store(
+    spec: StoredSpec,
+    store: RunStore,
+    model: torch.nn.Module,
+    data: DataBundle,
+    config: TrainConfig,
+    *,
+    mask: Mask | None,
+    resume: TrainState | None,
+    seed: int,
+    start_epoch: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    stop_after_epoch: int | None = None,
+    save_epochs: Collection[int] = (),
+    epoch_hooks: Sequence[EpochCallback] = (),
+    after_backward: Sequence[Callable[[], None]] = (),
+    after_step: Sequence[Callable[[float], None]] = (),
+) -> dict[str, Any] | None:
+    """Train ``model`` as run ``spec``: every epoch's metrics line and checkpoint go to the store
+    (after ``epoch_hooks``, so a checkpoint holds what they did), the weights after each epoch in
+    ``save_epochs`` are kept for rewinding, and the execution is recorded. Data order and
+    augmentation come from the ``data_order`` stream of ``seed``.
+
+    Returns the accuracy part of the result (fractions: final/best test, final train; epochs), or
+    None when stopped by ``stop_after_epoch``.
+    """
+    store.truncate_metrics(spec, resume.epoch if resume is not None else 0)
+    store.record_execution(spec, resume.epoch if resume is not None else start_epoch)
+
+    def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
+        store.append_metrics(spec, record.as_dict())
+        snapshot = state()
+        if record.epoch in save_epochs:
+            store.save_rewind_point(spec, record.epoch, snapshot.model_state)
+        store.save_checkpoint(spec, snapshot)
+        if stop_after_epoch is not None and record.epoch >= stop_after_epoch:
+            raise _Stop
+
+    try:
+        train(
+            model,
+            data,
+            config,
+            mask=mask,
+            generator=generator(seed, "data_order"),
+            resume=resume,
+            callbacks=[*epoch_hooks, on_epoch],
+            progress=progress,
+            start_epoch=start_epoch,
+            after_backward=after_backward,
+            after_step=after_step,
+        )
+    except _Stop:
+        return None
+    history = store.read_metrics(spec)
+    final = history[-1] if history else {}
+    return {
+        "epochs": len(history),
+        "final_test_acc": final.get("test_acc"),
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "final_train_acc": final.get("train_acc"),
+    }
+
+
 def execute_run(
     spec: RunSpec,
     store: RunStore,
@@ -214,50 +282,28 @@ def execute_run(
             )
             prune_seconds = time.perf_counter() - t0
             mask.save(mask_path, {"run": spec.run_name()})
-    if resume is not None:
-        store.truncate_metrics(spec, resume.epoch)
-    else:
-        store.truncate_metrics(spec, 0)
-
-    class _Stop(Exception):
-        pass
-
-    def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
-        store.append_metrics(spec, record.as_dict())
-        snapshot = state()
-        if record.epoch in needed:
-            store.save_rewind_point(spec, record.epoch, snapshot.model_state)
-        store.save_checkpoint(spec, snapshot)
-        if stop_after_epoch is not None and record.epoch >= stop_after_epoch:
-            raise _Stop
-
     config, start_epoch = retrain_schedule(spec)
-    store.record_execution(spec, resume.epoch if resume is not None else start_epoch)
-    try:
-        train(
-            model,
-            data,
-            config,
-            mask=mask,
-            generator=generator(spec.seed, "data_order"),
-            resume=resume,
-            callbacks=[on_epoch],
-            progress=progress,
-            start_epoch=start_epoch,
-        )
-    except _Stop:
+    accuracy = train_through_store(
+        spec,
+        store,
+        model,
+        data,
+        config,
+        mask=mask,
+        resume=resume,
+        seed=spec.seed,
+        start_epoch=start_epoch,
+        progress=progress,
+        stop_after_epoch=stop_after_epoch,
+        save_epochs=needed,
+    )
+    if accuracy is None:
         return {"status": "stopped", "epochs": stop_after_epoch}
-
-    history = store.read_metrics(spec)
-    final = history[-1] if history else {}
     result: dict[str, Any] = {
         "status": "done",
         "name": spec.run_name(),
         "hash": spec.run_hash(),
-        "epochs": len(history),
-        "final_test_acc": final.get("test_acc"),
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        "final_train_acc": final.get("train_acc"),
+        **accuracy,
         "density": mask.density() if mask is not None else 1.0,
         "model_density": mask.model_density(model) if mask is not None else 1.0,
         "per_layer": [
@@ -268,7 +314,12 @@ def execute_run(
         "rewind_epochs": sorted(needed),
         "parent": parent.run_name() if parent is not None else None,
         "trunk": trunk.run_name() if trunk is not None else None,
-        "train": {"epochs": config.epochs, "start_epoch": start_epoch, "lr": config.lr, "schedule": config.schedule},
+        "train": {
+            "epochs": config.epochs,
+            "start_epoch": start_epoch,
+            "lr": config.lr,
+            "schedule": config.schedule,
+        },
         "prune_seconds": prune_seconds,
         "seconds": time.perf_counter() - began,
         "device": str(dev),

@@ -521,8 +521,8 @@ def _execute_training(
     from prunelab.models import build_model
     from prunelab.pruning.checks import effective_fan_reinit
     from prunelab.pruning.mask import Mask
+    from prunelab.run import train_through_store
     from prunelab.seeding import derive_seed, generator
-    from prunelab.training.trainer import EpochRecord, TrainState, train
 
     after_backward: list[Callable[[], None]] = []
     after_step: list[Callable[[float], None]] = []
@@ -570,48 +570,31 @@ def _execute_training(
                 with torch.no_grad():
                     effective_fan_reinit(model, mask, generator(spec.seed, "reinit"))
 
-    resume = store.load_checkpoint(spec)
-    store.truncate_metrics(spec, resume.epoch if resume is not None else 0)
-    store.record_execution(spec, resume.epoch if resume is not None else 0)
-
-    class _Stop(Exception):
-        pass
-
-    def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
-        store.append_metrics(spec, record.as_dict())
-        store.save_checkpoint(spec, state())
-        if stop_after_epoch is not None and record.epoch >= stop_after_epoch:
-            raise _Stop
-
-    try:
-        train(
-            model,
-            data,
-            config,
-            mask=mask,
-            generator=generator(spec.seed, "data_order"),
-            resume=resume,
-            # soft pruning before the checkpoint, so a checkpoint holds the weights after it
-            callbacks=[*epoch_end, on_epoch],
-            after_backward=after_backward,
-            after_step=after_step,
-        )
-    except _Stop:
+    accuracy = train_through_store(
+        spec,
+        store,
+        model,
+        data,
+        config,
+        mask=mask,
+        resume=store.load_checkpoint(spec),
+        seed=spec.seed,
+        stop_after_epoch=stop_after_epoch,
+        # soft pruning before the checkpoint, so a checkpoint holds the weights after it
+        epoch_hooks=epoch_end,
+        after_backward=after_backward,
+        after_step=after_step,
+    )
+    if accuracy is None:
         return {"status": "stopped", "epochs": stop_after_epoch}
-
-    history = store.read_metrics(spec)
-    final = history[-1] if history else {}
     result: dict[str, Any] = {
         "status": "done",
         "name": spec.run_name(),
         "hash": spec.run_hash(),
         "stage": spec.stage,
         "method": spec.method,
-        "epochs": len(history),
+        **accuracy,
         "train": config.model_dump(mode="json"),
-        "final_test_acc": final.get("test_acc"),
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        "final_train_acc": final.get("train_acc"),
         "density": mask.density() if mask is not None else 1.0,
         "seconds": time.perf_counter() - began,
         "device": str(dev),
