@@ -1,9 +1,10 @@
-"""Validation of dataset and model options, with the one-line errors users see (options may arrive
-from YAML or the CLI as strings)."""
+"""Validation of dataset, model and method options, with the one-line errors users see (options may
+arrive from YAML or the CLI as strings)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from prunelab.errors import PrunelabError
 
@@ -23,15 +24,35 @@ def as_int(value: object, what: str, *, minimum: int | None = None) -> int:
     return number
 
 
-def as_fraction(value: object, what: str) -> float:
-    """``value`` as a float strictly between 0 and 1."""
+def as_number(value: object, what: str, *, valid: str, accept: Callable[[float], bool]) -> float:
+    """``value`` as a float for which ``accept`` holds; ``valid`` names the range in the error,
+    e.g. ``"in (0, 1]"`` or ``">= 0"``."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise PrunelabError(f"{what} must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < number < 1.0:
-        raise PrunelabError(f"{what} must be in (0, 1), got {value!r}")
+        raise PrunelabError(f"{what} must be a number {valid}, got {value!r}") from None
+    if not accept(number):
+        raise PrunelabError(f"{what} must be {valid}, got {value!r}")
     return number
+
+
+def as_fraction(value: object, what: str) -> float:
+    """``value`` as a float strictly between 0 and 1."""
+    return as_number(value, what, valid="in (0, 1)", accept=lambda x: 0.0 < x < 1.0)
+
+
+def merge_options(
+    defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None, owner: str
+) -> dict[str, Any]:
+    """``defaults`` updated with ``overrides``; a name not in ``defaults`` is a one-line error that
+    lists the valid names (``owner`` says whose options they are, e.g. ``"method 'snip'"``)."""
+    merged = dict(defaults)
+    for key, value in (overrides or {}).items():
+        if key not in merged:
+            valid = ", ".join(sorted(merged)) or "none"
+            raise PrunelabError(f"unknown option {key!r} for {owner}; valid options: {valid}")
+        merged[key] = value
+    return merged
 
 
 def as_bool(value: object, what: str) -> bool:
@@ -55,10 +76,4 @@ def as_shape(value: object, what: str) -> tuple[int, ...]:
 
 def as_positive_float(value: object, what: str) -> float:
     """``value`` as a float > 0."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PrunelabError(f"{what} must be a positive number, got {value!r}") from None
-    if not number > 0:
-        raise PrunelabError(f"{what} must be a positive number, got {value!r}")
-    return number
+    return as_number(value, what, valid="> 0", accept=lambda x: x > 0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prunelab.errors import PrunelabError
+from prunelab.options import merge_options
 from prunelab.pruning.allocation import ALLOCATIONS
 from prunelab.pruning.scores import (
     ScoreFn,
@@ -66,14 +67,7 @@ class Method:
 
     def resolve_options(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults merged with ``overrides``; unknown names raise a one-line error."""
-        merged = {"rounds": self.rounds, **self.options}
-        for key, value in (overrides or {}).items():
-            if key not in merged:
-                valid = ", ".join(sorted(merged)) or "none"
-                raise PrunelabError(
-                    f"unknown option {key!r} for method {self.name!r}; valid options: {valid}"
-                )
-            merged[key] = value
+        merged = merge_options({"rounds": self.rounds, **self.options}, overrides, f"method {self.name!r}")
         if int(merged["rounds"]) < 1:
             raise PrunelabError(f"rounds must be >= 1, got {merged['rounds']!r}")
         return merged

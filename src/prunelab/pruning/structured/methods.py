@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prunelab.errors import PrunelabError
-from prunelab.options import as_int
+from prunelab.options import as_int, as_number, merge_options
 from prunelab.registry import Registry
 
 KINDS = ("channel", "block", "weight")
@@ -46,14 +46,7 @@ class StructuredMethod:
 
     def resolve_options(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults merged with ``overrides``, each validated; unknown names raise a one-line error."""
-        merged = dict(self.options)
-        for key, value in (overrides or {}).items():
-            if key not in merged:
-                valid = ", ".join(sorted(merged)) or "none"
-                raise PrunelabError(
-                    f"unknown option {key!r} for method {self.name!r}; valid options: {valid}"
-                )
-            merged[key] = value
+        merged = merge_options(self.options, overrides, f"method {self.name!r}")
         for key, value in list(merged.items()):
             check = _VALIDATORS.get(key)
             if check is not None and value is not None:
@@ -63,34 +56,16 @@ class StructuredMethod:
 
 def _keep_fraction(value: object, what: str) -> float:
     """A keep fraction in (0, 1]."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PrunelabError(f"{what} must be a number in (0, 1] (fraction kept), got {value!r}") from None
-    if not 0.0 < number <= 1.0:
-        raise PrunelabError(f"{what} must be in (0, 1] (fraction kept), got {value!r}")
-    return number
+    return as_number(value, what, valid="in (0, 1] (fraction kept)", accept=lambda x: 0.0 < x <= 1.0)
 
 
 def _prune_fraction(value: object, what: str) -> float:
     """A pruned fraction in [0, 1)."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PrunelabError(f"{what} must be a number in [0, 1) (fraction pruned), got {value!r}") from None
-    if not 0.0 <= number < 1.0:
-        raise PrunelabError(f"{what} must be in [0, 1) (fraction pruned), got {value!r}")
-    return number
+    return as_number(value, what, valid="in [0, 1) (fraction pruned)", accept=lambda x: 0.0 <= x < 1.0)
 
 
 def _non_negative(value: object, what: str) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PrunelabError(f"{what} must be a number >= 0, got {value!r}") from None
-    if not number >= 0.0:
-        raise PrunelabError(f"{what} must be a number >= 0, got {value!r}")
-    return number
+    return as_number(value, what, valid=">= 0", accept=lambda x: x >= 0.0)
 
 
 def _positive_int(value: object, what: str) -> int:
