@@ -4,16 +4,15 @@ level, at each learning rate; Markdown, self-contained HTML, a plot and CSV."""
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from prunelab.report.files import atomic_csv, write_text_atomic
 from prunelab.report.plots import _STYLE
-from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _p, _pct, _pp, _write_text
+from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _p, _pct, _pp
 from prunelab.studies.lottery import LotterySummary
 from prunelab.studies.sanity import SIGNIFICANCE, SanitySummary
 
@@ -177,7 +176,7 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         "![winning ticket vs random re-init](winning_vs_random.png)",
         "",
     ]
-    _write_text(out / "report.md", "\n".join(md))
+    write_text_atomic(out / "report.md", "\n".join(md))
     image = base64.b64encode(figure.read_bytes()).decode()
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
@@ -188,9 +187,8 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
 <h2>Accuracy against density</h2><img src="data:image/png;base64,{image}">
 <h2>Test accuracy (%) per IMP level</h2>{_html_table(header, rows)}
 </body></html>"""
-    _write_text(out / "report.html", page)
-    with open(out / "levels.csv.tmp", "w", newline="") as handle:
-        writer = csv.writer(handle)
+    write_text_atomic(out / "report.html", page)
+    with atomic_csv(out / "levels.csv") as writer:
         writer.writerow(["lr", "variant", "density", "n", "mean_acc", "ci_half"])
         for lr, sub in summary.per_lr:
             for cell in sub.cells:
@@ -204,5 +202,4 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
                         cell.accuracy.half_width,
                     ]
                 )
-    os.replace(out / "levels.csv.tmp", out / "levels.csv")
     return out / "report.html"

@@ -10,10 +10,8 @@ masks); sparsity = 1 − density.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _write_text  # noqa: E402
+from prunelab.report.files import atomic_csv, write_text_atomic  # noqa: E402
+from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table  # noqa: E402
 from prunelab.studies.rethinking import (  # noqa: E402
     ROW_LABELS,
     ROWS,
@@ -312,7 +311,7 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
         md += [_md_table(header, rows), ""]
     md += ["## Plots", "", "![accuracy per protocol](accuracy_by_protocol.png)", ""]
     md += ["![speedup against FLOPs reduction](speedup_vs_flops.png)", ""]
-    _write_text(out / "report.md", "\n".join(md))
+    write_text_atomic(out / "report.md", "\n".join(md))
 
     images = {name: base64.b64encode(p.read_bytes()).decode() for name, p in figures.items()}
     classes = [_verdict_class(c) for m in summary.methods for c in m.comparisons]
@@ -341,10 +340,9 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
 {"".join(sections)}
 <h2>Fewer FLOPs, faster?</h2><img src="data:image/png;base64,{images["speedup_vs_flops.png"]}">
 </body></html>"""
-    _write_text(out / "report.html", page)
+    write_text_atomic(out / "report.html", page)
 
-    with open(out / "accuracy.csv.tmp", "w", newline="") as handle:
-        writer = csv.writer(handle)
+    with atomic_csv(out / "accuracy.csv") as writer:
         writer.writerow(["method", "row", "n", "mean_acc", "ci_half", "epochs", "params", "flops"])
         for m in summary.methods:
             for row in ROWS:
@@ -362,9 +360,7 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
                         m.flops.get(side),
                     ]
                 )
-    os.replace(out / "accuracy.csv.tmp", out / "accuracy.csv")
-    with open(out / "verdicts.csv.tmp", "w", newline="") as handle:
-        writer = csv.writer(handle)
+    with atomic_csv(out / "verdicts.csv") as writer:
         writer.writerow(
             [
                 "method",
@@ -393,5 +389,4 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
                         c.conclusion,
                     ]
                 )
-    os.replace(out / "verdicts.csv.tmp", out / "verdicts.csv")
     return out / "report.html"

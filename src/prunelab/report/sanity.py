@@ -7,14 +7,13 @@ embedded), ``cells.csv`` (one row per variant and density) and ``verdicts.csv``.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import math
-import os
 from pathlib import Path
 
 from prunelab.pruning.methods import METHODS
 from prunelab.report import plots
+from prunelab.report.files import atomic_csv, write_text_atomic
 from prunelab.studies.sanity import SIGNIFICANCE, SanityStudy, SanitySummary, Verdict, ticket_family
 from prunelab.studies.stats import Estimate
 
@@ -215,7 +214,7 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
         "![per-layer densities](layer_densities.png)",
         "",
     ]
-    _write_text(out / "report.md", "\n".join(md))
+    write_text_atomic(out / "report.md", "\n".join(md))
 
     classes = [
         "hurts" if v.passes else ("helps" if "helps" in v.conclusion else "neutral") for v in summary.verdicts
@@ -237,10 +236,9 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
 <h2>What each check does</h2><img src="data:image/png;base64,{images["check_effects.png"]}">
 <h2>Per-layer densities of each method's mask</h2><img src="data:image/png;base64,{images["layer_densities.png"]}">
 </body></html>"""
-    _write_text(out / "report.html", page)
+    write_text_atomic(out / "report.html", page)
 
-    with open(out / "cells.csv.tmp", "w", newline="") as handle:
-        writer = csv.writer(handle)
+    with atomic_csv(out / "cells.csv") as writer:
         writer.writerow(
             ["variant", "group", "method", "check", "allocation", "density", "n", "mean_acc", "ci_half"]
         )
@@ -258,9 +256,7 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
                     c.accuracy.half_width,
                 ]
             )
-    os.replace(out / "cells.csv.tmp", out / "cells.csv")
-    with open(out / "verdicts.csv.tmp", "w", newline="") as handle:
-        writer = csv.writer(handle)
+    with atomic_csv(out / "verdicts.csv") as writer:
         writer.writerow(
             ["method", "check", "mean_diff", "ci_half", "p_value", "test", "n_pairs", "conclusion"]
         )
@@ -277,11 +273,4 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
                     v.conclusion,
                 ]
             )
-    os.replace(out / "verdicts.csv.tmp", out / "verdicts.csv")
     return out / "report.html"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
