@@ -87,6 +87,7 @@ def run_specs(
     total = sum(len(wave) for wave in waves)
     bar = tqdm(total=total, desc=description, unit="run", disable=not progress, dynamic_ncols=True)
     data_dir_s = None if data_dir is None else str(data_dir)
+    pools = _LazyPool(workers, plugins)
     try:
         for wave in waves:
             todo: list[RunSpec] = []
@@ -98,8 +99,9 @@ def run_specs(
                     bar.update(1)
                 else:
                     todo.append(spec)
-            _run_wave(todo, store, done, bar, save_epochs, wanted, workers, data_dir_s, device, force, plugins)
+            _run_wave(todo, store, done, bar, save_epochs, wanted, pools, data_dir_s, device, force)
     finally:
+        pools.close()
         bar.close()
     return [done.get(spec.run_hash(), {}) for spec in specs]
 
@@ -111,11 +113,10 @@ def _run_wave(
     bar: tqdm[Any],
     save_epochs: dict[str, set[int]],
     wanted: set[str],
-    workers: int,
+    pools: _LazyPool,
     data_dir: str | None,
     device: str,
     force: bool,
-    plugins: Sequence[str],
 ) -> None:
     """Run one wave of independent runs inline or over a process pool; ``force`` only for the
     runs that were asked for, never for the trunks they share."""
@@ -123,7 +124,7 @@ def _run_wave(
     def args(spec: RunSpec) -> tuple[bool, list[int]]:
         return force and spec.run_hash() in wanted, sorted(save_epochs.get(spec.run_hash(), set()))
 
-    if workers <= 1 or len(todo) <= 1 or device.startswith("cuda"):
+    if pools.workers <= 1 or len(todo) <= 1 or device.startswith("cuda"):
         for spec in todo:
             forced, epochs = args(spec)
             done[spec.run_hash()] = execute_run(
@@ -131,19 +132,39 @@ def _run_wave(
             )
             bar.update(1)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, tuple(plugins))
-    ) as pool:
-        pending: dict[Future[dict[str, Any]], RunSpec] = {
-            pool.submit(
-                _worker_run, spec.model_dump_json(), str(store.root), data_dir, device, *args(spec)
-            ): spec
-            for spec in todo
-        }
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                done[pending.pop(future).run_hash()] = future.result()
-                bar.update(1)
+    pool = pools.get()
+    pending: dict[Future[dict[str, Any]], RunSpec] = {
+        pool.submit(_worker_run, spec.model_dump_json(), str(store.root), data_dir, device, *args(spec)): spec
+        for spec in todo
+    }
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            done[pending.pop(future).run_hash()] = future.result()
+            bar.update(1)
+
+
+class _LazyPool:
+    """One process pool for all the waves of a call, started when a wave first needs it (worker
+    start-up imports torch: seconds per pool, which used to be paid once per wave)."""
+
+    def __init__(self, workers: int, plugins: Sequence[str]) -> None:
+        self.workers = workers
+        self.plugins = tuple(plugins)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(threads, self.plugins),
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
