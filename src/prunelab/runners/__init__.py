@@ -7,8 +7,9 @@ import importlib.util
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,12 @@ def _worker_init(threads: int, plugins: Sequence[str]) -> None:
 
 
 def _worker_run(
-    spec_json: str, root: str, data_dir: str | None, device: str, force: bool, save_epochs: Sequence[int]
+    spec_json: str,
+    root: str,
+    data_dir: str | Path | None,
+    device: str,
+    force: bool,
+    save_epochs: Sequence[int],
 ) -> dict[str, Any]:
     spec = RunSpec.model_validate_json(spec_json)
     return execute_run(
@@ -59,94 +65,62 @@ def _worker_run(
     )
 
 
-def run_specs(
-    specs: Sequence[RunSpec],
-    runs_dir: str | Path,
+@dataclass(frozen=True)
+class Job:
+    """One unit of work for :func:`run_waves`: ``fn(*args)`` returns the run's result record.
+
+    ``fn`` must be a module-level function and ``args`` picklable (they cross to worker processes).
+    ``inline`` keeps the job in this process (e.g. a run that times models must not share the CPU).
+    """
+
+    key: str
+    fn: Callable[..., dict[str, Any]]
+    args: tuple[Any, ...]
+    inline: bool = False
+
+
+def run_waves(
+    waves: Sequence[Sequence[Job]],
     *,
     workers: int = 1,
-    data_dir: str | Path | None = None,
     device: str = "cpu",
-    force: bool = False,
-    progress: bool = True,
     plugins: Sequence[str] = (),
-    description: str = "runs",
-) -> list[dict[str, Any]]:
-    """Run every spec (finished ones are read back, not recomputed); results in input order.
-
-    Args:
-        workers: 1 runs inline; more uses a process pool with ``cpu_count // workers`` torch
-            threads each (CUDA runs stay inline: one process owns the GPU).
-    """
-    store = RunStore(runs_dir)
-    wanted = {spec.run_hash() for spec in specs}
-    # Runs the given ones build on (trunks, earlier IMP rounds) go first, in waves, so no two
-    # workers ever train the same trunk; each trunk saves every rewinding epoch asked of it.
-    waves = with_ancestors(specs)
-    save_epochs = trunk_rewind_epochs([run for wave in waves for run in wave])
+    bar: tqdm[Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run waves of jobs in order; the jobs of one wave are independent and, with ``workers > 1``,
+    spread over one process pool (``cpu_count // workers`` torch threads each) shared by every
+    wave. CUDA jobs stay inline: one process owns the GPU. Returns ``{job key: result}``."""
     done: dict[str, dict[str, Any]] = {}
-    total = sum(len(wave) for wave in waves)
-    bar = tqdm(total=total, desc=description, unit="run", disable=not progress, dynamic_ncols=True)
-    data_dir_s = None if data_dir is None else str(data_dir)
     pools = _LazyPool(workers, plugins)
     try:
         for wave in waves:
-            todo: list[RunSpec] = []
-            for spec in wave:
-                needed = save_epochs.get(spec.run_hash(), set())
-                result = None if force and spec.run_hash() in wanted else store.result(spec)
-                if result is not None and all(store.rewind_path(spec, e).is_file() for e in needed):
-                    done[spec.run_hash()] = result
-                    bar.update(1)
-                else:
-                    todo.append(spec)
-            _run_wave(todo, store, done, bar, save_epochs, wanted, pools, data_dir_s, device, force)
+            parallel = [] if workers <= 1 or device.startswith("cuda") else [j for j in wave if not j.inline]
+            if len(parallel) <= 1:
+                parallel = []
+            in_pool = {j.key for j in parallel}
+            for job in wave:
+                if job.key not in in_pool:
+                    done[job.key] = job.fn(*job.args)
+                    if bar is not None:
+                        bar.update(1)
+            if not parallel:
+                continue
+            pool = pools.get()
+            pending: dict[Future[dict[str, Any]], Job] = {pool.submit(j.fn, *j.args): j for j in parallel}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done[pending.pop(future).key] = future.result()
+                    if bar is not None:
+                        bar.update(1)
     finally:
         pools.close()
-        bar.close()
-    return [done.get(spec.run_hash(), {}) for spec in specs]
-
-
-def _run_wave(
-    todo: Sequence[RunSpec],
-    store: RunStore,
-    done: dict[str, dict[str, Any]],
-    bar: tqdm[Any],
-    save_epochs: dict[str, set[int]],
-    wanted: set[str],
-    pools: _LazyPool,
-    data_dir: str | None,
-    device: str,
-    force: bool,
-) -> None:
-    """Run one wave of independent runs inline or over a process pool; ``force`` only for the
-    runs that were asked for, never for the trunks they share."""
-
-    def args(spec: RunSpec) -> tuple[bool, list[int]]:
-        return force and spec.run_hash() in wanted, sorted(save_epochs.get(spec.run_hash(), set()))
-
-    if pools.workers <= 1 or len(todo) <= 1 or device.startswith("cuda"):
-        for spec in todo:
-            forced, epochs = args(spec)
-            done[spec.run_hash()] = execute_run(
-                spec, store, data_dir=data_dir, device=device, force=forced, save_epochs=epochs
-            )
-            bar.update(1)
-        return
-    pool = pools.get()
-    pending: dict[Future[dict[str, Any]], RunSpec] = {
-        pool.submit(_worker_run, spec.model_dump_json(), str(store.root), data_dir, device, *args(spec)): spec
-        for spec in todo
-    }
-    while pending:
-        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in finished:
-            done[pending.pop(future).run_hash()] = future.result()
-            bar.update(1)
+    return done
 
 
 class _LazyPool:
     """One process pool for all the waves of a call, started when a wave first needs it (worker
-    start-up imports torch: seconds per pool, which used to be paid once per wave)."""
+    start-up imports torch: seconds per pool)."""
 
     def __init__(self, workers: int, plugins: Sequence[str]) -> None:
         self.workers = workers
@@ -168,3 +142,52 @@ class _LazyPool:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def run_specs(
+    specs: Sequence[RunSpec],
+    runs_dir: str | Path,
+    *,
+    workers: int = 1,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    plugins: Sequence[str] = (),
+    description: str = "runs",
+) -> list[dict[str, Any]]:
+    """Run every spec (finished ones are read back, not recomputed); results in input order.
+
+    Args:
+        workers: 1 runs inline; more uses a process pool with ``cpu_count // workers`` torch
+            threads each (CUDA runs stay inline: one process owns the GPU).
+        force: recompute the given specs (never the trunks and earlier rounds they share).
+    """
+    store = RunStore(runs_dir)
+    wanted = {spec.run_hash() for spec in specs}
+    # Runs the given ones build on (trunks, earlier IMP rounds) go first, in waves, so no two
+    # workers ever train the same trunk; each trunk saves every rewinding epoch asked of it.
+    waves = with_ancestors(specs)
+    save_epochs = trunk_rewind_epochs([run for wave in waves for run in wave])
+    done: dict[str, dict[str, Any]] = {}
+    jobs: list[list[Job]] = []
+    for wave in waves:
+        jobs.append([])
+        for spec in wave:
+            key, needed = spec.run_hash(), sorted(save_epochs.get(spec.run_hash(), set()))
+            forced = force and key in wanted
+            result = None if forced else store.result(spec)
+            if result is not None and all(store.rewind_path(spec, e).is_file() for e in needed):
+                done[key] = result
+            else:
+                args = (spec.model_dump_json(), str(store.root), data_dir, device, forced, needed)
+                jobs[-1].append(Job(key, _worker_run, args))
+    total = sum(len(wave) for wave in waves)
+    bar = tqdm(
+        total=total, initial=len(done), desc=description, unit="run", disable=not progress, dynamic_ncols=True
+    )
+    try:
+        done.update(run_waves(jobs, workers=workers, device=device, plugins=plugins, bar=bar))
+    finally:
+        bar.close()
+    return [done.get(spec.run_hash(), {}) for spec in specs]

@@ -27,13 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -608,11 +606,7 @@ def _execute_training(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _pool_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _pool_run(spec_json: str, root: str, data_dir: str | None, device: str) -> dict[str, Any]:
+def _run_job(spec_json: str, root: str, data_dir: str | Path | None, device: str) -> dict[str, Any]:
     spec = RethinkingRunSpec.model_validate_json(spec_json)
     return execute_rethinking_run(spec, RunStore(root), data_dir=data_dir, device=device)
 
@@ -629,58 +623,42 @@ def run_study_runs(
 ) -> list[dict[str, Any]]:
     """Run every run in dependency waves (large, prune, protocols); finished runs are read back.
 
-    Within a wave runs are independent, so ``jobs > 1`` spreads the training waves over a process pool
-    with ``cpu_count // jobs`` torch threads each (CUDA stays inline: one process owns the GPU); prune
-    runs stay inline so their latency timing has the machine to itself.
-    Results come back in input order.
+    Within a wave runs are independent, so ``jobs > 1`` spreads the training waves over one process
+    pool (:func:`prunelab.runners.run_waves`; CUDA stays inline); prune runs stay inline so their
+    latency timing has the machine to itself. Results come back in input order.
     """
     from tqdm import tqdm
 
+    from prunelab.runners import Job, run_waves
+
     store = RunStore(runs_dir)
     results: list[dict[str, Any] | None] = [store.result(r.spec) for r in runs]
-    data_dir_s = None if data_dir is None else str(data_dir)
+    todo = [i for i, result in enumerate(results) if result is None]
+
+    def job(i: int) -> Job:
+        spec = runs[i].spec
+        args = (spec.model_dump_json(), str(store.root), data_dir, device)
+        return Job(str(i), _run_job, args, inline=runs[i].stage == "prune")
+
+    waves = [
+        [job(i) for i in todo if runs[i].stage == "large"],
+        [job(i) for i in todo if runs[i].stage == "prune"],
+        [job(i) for i in todo if runs[i].stage in PROTOCOLS],
+    ]
     bar = tqdm(
         total=len(runs),
-        initial=sum(r is not None for r in results),
+        initial=len(runs) - len(todo),
         desc=description,
         unit="run",
         disable=not progress,
         dynamic_ncols=True,
     )
-    waves: list[list[int]] = [
-        [i for i, r in enumerate(runs) if results[i] is None and r.stage == "large"],
-        [i for i, r in enumerate(runs) if results[i] is None and r.stage == "prune"],
-        [i for i, r in enumerate(runs) if results[i] is None and r.stage in PROTOCOLS],
-    ]
     try:
-        for stage, wave in zip(("large", "prune", "protocols"), waves, strict=True):
-            # Prune runs are cheap but time the models: inline, so no other run of the study competes
-            # with the latency measurement.
-            if jobs <= 1 or len(wave) <= 1 or device.startswith("cuda") or stage == "prune":
-                for i in wave:
-                    results[i] = execute_rethinking_run(
-                        runs[i].spec, store, data_dir=data_dir_s, device=device
-                    )
-                    bar.update(1)
-                continue
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(
-                jobs, mp_context=ctx, initializer=_pool_init, initargs=(threads,)
-            ) as pool:
-                pending: dict[Future[dict[str, Any]], int] = {
-                    pool.submit(
-                        _pool_run, runs[i].spec.model_dump_json(), str(store.root), data_dir_s, device
-                    ): i
-                    for i in wave
-                }
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        results[pending.pop(future)] = future.result()
-                        bar.update(1)
+        done = run_waves(waves, workers=jobs, device=device, bar=bar)
     finally:
         bar.close()
+    for key, result in done.items():
+        results[int(key)] = result
     return [r if r is not None else {} for r in results]
 
 
