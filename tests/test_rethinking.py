@@ -12,20 +12,26 @@ import torch
 
 from prunelab.cli import main
 from prunelab.errors import PrunelabError
+from prunelab.presets import rethinking_preset as preset_payload
+from prunelab.runs import RunContext, execute
+from prunelab.runs import structured as rt
 from prunelab.spec import DataSpec, ModelSpec
+from prunelab.spec.structured import StructuredRunSpec as RethinkingRunSpec
+from prunelab.spec.studies import MethodSpec, RethinkingStudy
 from prunelab.store import RunStore
-from prunelab.studies import rethinking as rt
-from prunelab.studies.rethinking import (
-    MethodSpec,
-    RethinkingRunSpec,
-    RethinkingStudy,
-    execute_rethinking_run,
-    rethinking_preset,
-    run_rethinking_study,
-    study_runs,
-)
+from prunelab.studies import rebuild_report, run_study
+from prunelab.studies.rethinking import study_runs
 from prunelab.training.config import TrainConfig
 from prunelab.training.protocols import scratch_b_epochs
+
+
+def rethinking_preset(preset: str, **values: object) -> RethinkingStudy:
+    return RethinkingStudy.model_validate(preset_payload(preset, values))
+
+
+def run_rethinking_study(study: RethinkingStudy, runs_dir: Path, **kwargs: object) -> tuple[object, Path]:
+    return run_study(study, runs_dir, **kwargs)  # type: ignore[arg-type]
+
 
 TINY = RethinkingStudy(
     name="tiny",
@@ -94,16 +100,14 @@ def test_presets() -> None:
     assert small.seeds == (0, 1, 2) and small.train.epochs == 30 and small.train.schedule == "multistep"
     names = [m.name for m in small.methods]
     assert "sss" not in names and {"l1norm", "slimming", "weight_level"} <= set(names)  # no blocks in a CNN
-    assert "sss" in [m.name for m in rethinking_preset("small", data="digits", model="resnet20").methods]
-    picked = rethinking_preset(
-        "small", methods=["l1norm"], method_options={"l1norm": {"ratio": 0.25}}, epochs=4
-    )
+    assert "sss" in [m.name for m in rethinking_preset("small", dataset="digits", model="resnet20").methods]
+    picked = rethinking_preset("small", methods=["l1norm"], method_option=["l1norm.ratio=0.25"], epochs=4)
     assert (
         picked.methods == (MethodSpec(name="l1norm", options={"ratio": 0.25}),) and picked.train.epochs == 4
     )
     assert rethinking_preset("paper", methods=["slimming"]).train == TrainConfig()  # the paper's 160 epochs
     with pytest.raises(PrunelabError, match="valid choices"):
-        rethinking_preset("huge")
+        rethinking_preset("small", dataset="imagenet")
 
 
 @pytest.mark.slow
@@ -144,7 +148,7 @@ def test_tiny_study_end_to_end_report_and_resume(tmp_path: Path) -> None:
     again, _ = run_rethinking_study(TINY, runs_dir, progress=False)
     assert all(store.executions(r.spec) == [0] for r in runs)
     assert [m.accuracy for m in again.methods] == [m.accuracy for m in summary.methods]
-    rebuilt = rt.rebuild_report(out)
+    rebuilt = rebuild_report(out)
     assert rebuilt == html
 
 
@@ -154,12 +158,16 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     large = study_runs(study)[0].spec
     assert large.stage == "large" and large.method == "sfp"  # soft-pruned large model: its own run
-    stopped = execute_rethinking_run(large, store, stop_after_epoch=1)
+    stopped = execute(large, store, RunContext(stop_after_epoch=1))
     assert stopped["status"] == "stopped" and not store.is_done(large)
-    done = execute_rethinking_run(large, store)
+    done = execute(large, store)
     assert done["epochs"] == 2 and store.executions(large) == [0, 1]
-    with pytest.raises(PrunelabError, match="finished first"):
-        execute_rethinking_run(study_runs(study)[2].spec, store)  # a protocol run before its prune run
+    # a protocol run on its own runs its prune run first (the large model is finished: not retrained)
+    protocol = study_runs(study)[2].spec
+    assert protocol.stage in ("finetune", "scratch_e", "scratch_b")
+    execute(protocol, store)
+    assert store.is_done(protocol) and store.is_done(protocol.parent())
+    assert store.executions(large) == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -169,15 +177,15 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
         ["--methods", "l1norm,obd"],
         ["--seeds", "0"],
         ["--epochs", "0"],
-        ["--jobs", "0"],
-        ["--data", "imagenet"],
+        ["--workers", "0"],
+        ["--dataset", "imagenet"],
         ["--method-option", "l1norm.percent=0.5"],
         ["--method-option", "ratio=0.5"],
         ["--device", "tpu"],
     ],
 )
 def test_cli_bad_input_exits_2(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["rethinking", "--out", str(tmp_path), *argv])
+    code = main(["rethinking", "--runs-dir", str(tmp_path), *argv])
     _, err = capsys.readouterr()
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prunelab.run import execute_run
+from prunelab.runs import execute_run
 from prunelab.spec import DataSpec, ModelSpec, PruningSpec, RunSpec
 from prunelab.store import RunStore
 from prunelab.training.config import TrainConfig
@@ -70,6 +70,8 @@ def test_run_directory_contents(tmp_path: Path) -> None:
         "result.json",
     }
     assert json.loads((run_dir / "spec.json").read_text())["hash"] == SPEC.run_hash()
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert stored == result and stored["provenance"]["device"] == "cpu"  # what ran it, recorded
     assert abs(result["density"] - 0.2) < 0.01
     assert sum(row["kept"] for row in result["per_layer"]) == round(
         0.2 * sum(r["total"] for r in result["per_layer"])

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from prunelab.spec import DataSpec, ModelSpec
-from prunelab.studies import SanityStudy, run_sanity_study, study_runs
-from prunelab.studies.stats import mean_ci, paired_test
+from prunelab.spec.studies import SanityStudy
+from prunelab.studies import run_study
+from prunelab.studies.sanity import study_runs
+from prunelab.summaries.stats import mean_ci, paired_test
 from prunelab.training.config import TrainConfig
 
 STUDY = SanityStudy(
@@ -34,7 +36,7 @@ def test_grid_skips_data_checks_for_data_free_methods() -> None:
 
 @pytest.mark.slow
 def test_study_end_to_end_and_report(tmp_path: Path) -> None:
-    summary, html = run_sanity_study(STUDY, tmp_path / "runs", progress=False)
+    summary, html = run_study(STUDY, tmp_path / "runs", progress=False)
     assert summary.missing == 0
     assert {(v.method, v.check) for v in summary.verdicts} == {
         ("snip", "random_labels"),
@@ -61,15 +63,15 @@ def test_study_end_to_end_and_report(tmp_path: Path) -> None:
     assert "At a glance" in page and "paired t-test" in page and "data:image/png;base64" in page
     assert "random ticket (smart_ratio)" in (out / "report.md").read_text()
     # A second call finds every run finished and trains nothing.
-    again, _ = run_sanity_study(STUDY, tmp_path / "runs", progress=False)
+    again, _ = run_study(STUDY, tmp_path / "runs", progress=False)
     assert [c.accuracy.mean for c in again.cells] == [c.accuracy.mean for c in summary.cells]
 
 
 @pytest.mark.slow
 def test_process_pool_gives_the_same_results_as_inline(tmp_path: Path) -> None:
     small = STUDY.model_copy(update={"methods": ("magnitude",), "checks": ("invert",), "random_tickets": ()})
-    inline, _ = run_sanity_study(small, tmp_path / "a", progress=False)
-    pooled, _ = run_sanity_study(small, tmp_path / "b", progress=False, workers=2)
+    inline, _ = run_study(small, tmp_path / "a", progress=False)
+    pooled, _ = run_study(small, tmp_path / "b", progress=False, workers=2)
     assert [c.values for c in inline.cells] == [c.values for c in pooled.cells]
 
 

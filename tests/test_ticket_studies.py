@@ -9,15 +9,25 @@ from pathlib import Path
 import pytest
 
 from prunelab.cli import main
-from prunelab.lineage import with_ancestors
+from prunelab.presets import tickets_preset
+from prunelab.runs import waves as with_ancestors
 from prunelab.spec import DataSpec, ModelSpec
+from prunelab.spec.studies import LotteryStudy, SanityStudy, imp_densities
 from prunelab.store import RunStore
-from prunelab.studies.lottery import LotteryStudy, run_lottery_study
-from prunelab.studies.sanity import imp_densities, study_runs, ticket_family
-from prunelab.studies.tickets import tickets_study
+from prunelab.studies import run_study
+from prunelab.studies.sanity import study_runs
+from prunelab.summaries.sanity import ticket_family
 from prunelab.training.config import TrainConfig
 
 TINY = TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule="cosine", augment=False)
+
+
+def tickets_study(
+    dataset: str, *, train: TrainConfig, seeds: tuple[int, ...] = (0, 1, 2), **values: object
+) -> SanityStudy:
+    """The tickets preset with the given shortcut values, recipe and seeds."""
+    payload = tickets_preset("default", {"dataset": dataset, **values})
+    return SanityStudy.model_validate({**payload, "train": train.model_dump(), "seeds": list(seeds)})
 
 
 def test_ticket_families_follow_su_et_al() -> None:
@@ -66,7 +76,7 @@ def test_lottery_study_end_to_end_and_resume(tmp_path: Path) -> None:
         levels=(1, 2),
         seeds=(0, 1),
     )
-    summary, html = run_lottery_study(study, tmp_path / "runs", progress=False)
+    summary, html = run_study(study, tmp_path / "runs", progress=False)
     assert html.is_file() and (html.parent / "report.md").is_file() and (html.parent / "levels.csv").is_file()
     text = (html.parent / "report.md").read_text()
     assert "lr 0.1:" in text and "lr 0.01:" in text and "random re-init" in text
@@ -79,7 +89,7 @@ def test_lottery_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert set(executed.values()) == {1}  # every run, trunks and IMP rounds included, trained once
     # per lr and seed: trunk + 2 winning + 2 re-init
     assert len(executed) == 2 * 2 * 5
-    run_lottery_study(study, tmp_path / "runs", progress=False)  # finished: nothing retrains
+    run_study(study, tmp_path / "runs", progress=False)  # finished: nothing retrains
     assert all(len(store.executions(_spec(row["spec"]))) == 1 for row in store.list_runs())
     # `prunelab report` rebuilds it from the stored runs alone
     (html.parent / "report.md").unlink()

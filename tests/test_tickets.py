@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunelab.lineage import ancestors, parent_spec, rewind_epochs, trunk_spec, with_ancestors
 from prunelab.pruning.mask import Mask
-from prunelab.run import execute_run, retrain_schedule
 from prunelab.runners import run_specs
+from prunelab.runs import execute_run, retrain_schedule
+from prunelab.runs import waves as with_ancestors
+from prunelab.runs.lineage import ancestors, parent_spec, rewind_epochs, trunk_spec
 from prunelab.spec import DataSpec, ModelSpec, PruningSpec, RunSpec, TicketSpec
 from prunelab.store import RunStore
 from prunelab.training.config import TrainConfig
@@ -143,7 +144,7 @@ def test_rewinding_semantics_and_trunk_reuse(tmp_path: Path) -> None:
 
 def test_starting_weights_of_each_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Capture the weights each ticket's training starts from."""
-    import prunelab.run as run_module
+    import prunelab.runs.training as run_module
 
     captured: dict[str, dict[str, torch.Tensor]] = {}
     real_train = run_module.train

@@ -11,7 +11,7 @@ The public API::
 Density is always the kept fraction of the prunable weights; sparsity = 1 - density.
 """
 
-from prunelab.data import DataBundle, load_dataset
+from prunelab.data import DataBundle, load_dataset, register_dataset
 from prunelab.errors import PrunelabError
 from prunelab.models import build_model, register_model
 from prunelab.pruning import (
@@ -52,21 +52,28 @@ __all__ = [
     "load_dataset",
     "prune",
     "register_allocation",
+    "register_dataset",
     "register_method",
     "register_model",
-    "run_sanity_study",
+    "run_study",
+    "rebuild_report",
+    "runs_frame",
     "train",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # Heavier entry points (store, runners, report with matplotlib) load on first use.
+    # Heavier entry points (store, runners, report with matplotlib, pandas) load on first use.
     if name == "execute_run":
-        from prunelab.run import execute_run
+        from prunelab.runs import execute_run
 
         return execute_run
-    if name == "run_sanity_study":
-        from prunelab.studies import run_sanity_study
+    if name in ("run_study", "rebuild_report"):
+        import prunelab.studies
 
-        return run_sanity_study
+        return getattr(prunelab.studies, name)
+    if name == "runs_frame":
+        from prunelab.browse import runs_frame
+
+        return runs_frame
     raise AttributeError(f"module 'prunelab' has no attribute {name!r}")

@@ -1,13 +1,21 @@
-"""Per-dataset defaults: the model and training recipe a command uses when none is given.
+"""Presets, in one home: the model and training recipe each dataset defaults to, and each study
+kind's ready-made grids (the payloads the CLI and ``prunelab run`` validate into study specs).
 
 CIFAR uses Su et al.'s recipe (160 epochs, batch 64, lr 0.1 decayed at 50%/75%, weight decay 1e-4)
 with VGG-19; the embedded datasets use short recipes that finish in seconds on a laptop CPU.
+A study preset takes the shortcut values of its kind's flags (``None`` = not given) and returns a
+plain dict; every other field is set with ``--set path=value`` on top.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from prunelab.errors import PrunelabError
+from prunelab.spec import OptionValue
+from prunelab.spec.studies import ALL_CHECKS, RANDOM_TICKETS
 from prunelab.training.config import TrainConfig
 
 
@@ -33,3 +41,188 @@ PRESETS: dict[str, Preset] = {
 def preset_for(dataset: str) -> Preset:
     """The dataset's preset, or the paper recipe with an MLP for datasets without one."""
     return PRESETS.get(dataset.lower(), Preset("mlp", TrainConfig()))
+
+
+def _at_least_one(values: Mapping[str, Any], *names: str) -> None:
+    for name in names:
+        value = values.get(name)
+        if value is not None and value < 1:
+            raise PrunelabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _base(values: Mapping[str, Any], default_dataset: str = "mnist1d") -> tuple[str, str, dict[str, Any]]:
+    """Dataset, model and training recipe (the dataset preset's, with --epochs / --lr applied)."""
+    dataset = str(values.get("dataset") or default_dataset)
+    preset = preset_for(dataset)
+    train = preset.train.model_dump()
+    for key in ("epochs", "lr"):
+        if values.get(key) is not None:
+            train[key] = values[key]
+    return dataset, str(values.get("model") or preset.model), train
+
+
+def sanity_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``default``: SNIP, GraSP, SynFlow and magnitude at densities 0.2 and 0.05, 3 seeds, every check,
+    three random tickets and the dense model, on the dataset's preset model and recipe. ``demo``: the
+    quickstart's study on MNIST-1D (densities 0.2 and 0.05, about 165 runs of 30 epochs)."""
+    _at_least_one(values, "seeds", "epochs")
+    dataset, model, train = _base(values)
+    name = values.get("name") or (
+        f"demo-{dataset}-{model}" if preset == "demo" else f"sanity-{dataset}-{model}"
+    )
+    return {
+        "name": name,
+        "data": {"name": dataset},
+        "model": {"name": model},
+        "train": train,
+        "methods": values.get("methods") or ["snip", "grasp", "synflow", "magnitude"],
+        "densities": values.get("densities") or [0.2, 0.05],
+        "seeds": list(range(values.get("seeds") or 3)),
+        "checks": values.get("checks") if values.get("checks") is not None else list(ALL_CHECKS),
+        "random_tickets": values.get("random_tickets")
+        if values.get("random_tickets") is not None
+        else list(RANDOM_TICKETS),
+    }
+
+
+#: Initial tickets, then partially-trained, then hybrid (Su et al.'s families).
+TICKET_METHODS = ("snip", "grasp", "lottery", "lr_rewinding", "weight_rewinding", "hybrid")
+#: The checks of Su et al. Section 4: random labels for the training the scores come from,
+#: layer-wise rearrangement of the mask, and re-initialisation of the kept weights.
+TICKET_CHECKS = ("random_labels", "shuffle_mask", "reinit")
+
+
+def tickets_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Su et al.'s ticket comparison on the dataset's preset model and recipe: the ticket methods at
+    densities 0.2 and 0.05 under random labels, layer-wise shuffling and re-init, smart-ratio random
+    tickets and the dense trunks; one-shot unless ``imp_fraction`` is given."""
+    _at_least_one(values, "seeds", "epochs")
+    dataset, model, train = _base(values)
+    return {
+        "name": values.get("name") or f"tickets-{dataset}-{model}",
+        "data": {"name": dataset},
+        "model": {"name": model},
+        "train": train,
+        "methods": values.get("methods") or list(TICKET_METHODS),
+        "densities": values.get("densities") or [0.2, 0.05],
+        "seeds": list(range(values.get("seeds") or 3)),
+        "checks": values.get("checks") if values.get("checks") is not None else list(TICKET_CHECKS),
+        "random_tickets": ["smart_ratio"],
+        "include_dense": True,
+        "imp_fraction": values.get("imp_fraction"),
+    }
+
+
+def lottery_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Liu et al. 2019's lottery experiment: IMP levels 1..8 (20% per round) at lr 0.1 and 0.01,
+    3 seeds, on the dataset's preset model and recipe."""
+    _at_least_one(values, "seeds", "epochs", "levels")
+    dataset, model, train = _base(values)
+    return {
+        "name": values.get("name") or f"lottery-{dataset}-{model}",
+        "data": {"name": dataset},
+        "model": {"name": model},
+        "train": train,
+        "learning_rates": values.get("lrs") or [0.1, 0.01],
+        "levels": list(range(1, (values.get("levels") or 8) + 1)),
+        "imp_fraction": values.get("imp_fraction") if values.get("imp_fraction") is not None else 0.2,
+        "seeds": list(range(values.get("seeds") or 3)),
+    }
+
+
+#: Large models of the Rethinking study per dataset: each has BN after every conv (network slimming
+#: needs its scales).
+_RETHINKING_MODELS: dict[str, tuple[str, dict[str, OptionValue]]] = {
+    "mnist1d": ("cnn1d", {"bn": True}),
+    "synthetic": ("cnn1d", {"bn": True}),
+    "digits": ("cnn2d", {}),
+    "cifar10": ("vgg16", {}),
+    "cifar100": ("vgg16", {}),
+}
+
+#: The small Rethinking preset's recipe on the embedded data: the paper's schedule shape (lr 0.1,
+#: x0.1 at 50% and 75%) over 30 epochs, batch 128 so that the whole study fits in minutes on 2 CPU cores.
+RETHINKING_SMALL_TRAIN = TrainConfig(epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, augment=False)
+
+#: The small preset's method options: moderate pruning, so Scratch-B stays within a few times E.
+_RETHINKING_SMALL_OPTIONS: dict[str, dict[str, OptionValue]] = {"slimming": {"percent": 0.5}}
+
+
+def _predefined_for(model: str) -> str | None:
+    """The name of the ``-A`` predefined L1-norm config of ``model`` (VGG-16-A, ResNet-56-A, ...), if any."""
+    from prunelab.pruning.structured.configs import PREDEFINED
+
+    want = f"{model}a".replace("-", "").replace("_", "").lower()
+    for name in PREDEFINED:
+        if str(name).replace("-", "").replace("_", "").lower() == want:
+            return str(name)
+    return None
+
+
+def _method_options(pairs: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``["slimming.percent=0.6"]`` -> ``{"slimming": {"percent": 0.6}}`` (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if "." not in key or not sep:
+            raise PrunelabError(f"--method-option must look like METHOD.key=value, got {pair!r}")
+        method, option = key.split(".", 1)
+        out.setdefault(method.strip().lower(), {})[option.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _rethinking_methods(preset: str, model: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from prunelab.models import MODELS
+    from prunelab.pruning.structured import STRUCTURED_METHODS
+
+    family = MODELS.get(model).family
+    names = list(
+        values.get("methods")
+        or [n for n, m in STRUCTURED_METHODS.items() if m.kind != "block" or family == "resnet"]
+    )
+    given = _method_options(values.get("method_option"))
+    chosen = []
+    for method in names:
+        canonical = STRUCTURED_METHODS.get(method).name
+        options: dict[str, Any] = (
+            dict(_RETHINKING_SMALL_OPTIONS.get(canonical, {})) if preset == "small" else {}
+        )
+        if preset == "paper" and canonical == "l1norm":
+            config = _predefined_for(model)
+            if config is not None:
+                options["config"] = config
+        options.update(given.get(canonical, {}))
+        chosen.append({"name": canonical, "options": options})
+    return chosen
+
+
+def rethinking_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``small``: embedded data (MNIST-1D cnn1d with BN), 30 epochs, 3 seeds, minutes on a CPU;
+    ``paper``: CIFAR-10 VGG-16 (the paper's Linear-BN-ReLU-Linear head, BN scales at 0.5) with the
+    paper's 160-epoch recipe and 5 seeds, the L1-norm method at its predefined ``-A`` config. The
+    methods default to every registered one that fits the model (block methods only for ResNets)."""
+    from prunelab.data import DATASETS
+    from prunelab.models import MODELS
+
+    _at_least_one(values, "seeds", "epochs")
+    data = str(values.get("dataset") or ("mnist1d" if preset == "small" else "cifar10")).lower()
+    DATASETS.get(data)  # unknown names raise, naming the valid choices
+    default_model, default_options = _RETHINKING_MODELS.get(data, ("cnn1d", {"bn": True}))
+    model = str(values.get("model") or default_model).lower()
+    MODELS.get(model)
+    options: dict[str, Any] = dict(default_options) if model == default_model else {}
+    if preset == "paper" and model.startswith("vgg"):
+        options.update({"classifier": "rethinking", "bn_gamma": 0.5})
+    train = (RETHINKING_SMALL_TRAIN if DATASETS.get(data).embedded else TrainConfig()).model_dump()
+    if values.get("epochs") is not None:
+        train["epochs"] = values["epochs"]
+    return {
+        "name": values.get("name") or f"rethinking-{preset}-{data}-{model}",
+        "data": {"name": data},
+        "model": {"name": model, "options": options},
+        "train": train,
+        "methods": _rethinking_methods(preset, model, values),
+        "seeds": list(range(values.get("seeds") or (3 if preset == "small" else 5))),
+    }

@@ -9,10 +9,13 @@ Layout of ``<root>/<run name>/``::
     model.safetensors   final weights
     rewind/epoch-K.safetensors   weights after epoch K, saved by a dense trunk for the tickets
                         that rewind to (or score at) epoch K, and only those epochs
-    result.json         the summary; its presence means "finished" (written last, atomically)
+    result.json         the summary; its presence means "finished" (written last, atomically);
+                        its ``provenance`` says what computed it (:mod:`prunelab.provenance`)
 
 The index also records which run builds on which (``links``: a ticket and its trunk or previous
-IMP round) and every time a run actually trains (``executions``), so reuse is counted, not assumed.
+IMP round), every time a run actually trains (``executions``), so reuse is counted, not assumed,
+and which studies use which runs (``memberships``: a run shared by several studies is in each).
+Every table is created if missing when a store is opened, so older indexes gain new tables.
 
 Every file except the append-only metrics is written to a temporary name and renamed, so a kill
 at any moment leaves either the old or the new version. On resume, metric lines beyond the
@@ -25,7 +28,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from prunelab.errors import PrunelabError
+from prunelab.provenance import provenance
 from prunelab.training.trainer import TrainState
 
 INDEX_NAME = "index.sqlite"
@@ -73,6 +77,11 @@ CREATE TABLE IF NOT EXISTS executions (
     hash TEXT NOT NULL,
     started REAL NOT NULL,
     from_epoch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memberships (
+    study TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (study, hash)
 )
 """
 
@@ -220,6 +229,33 @@ class RunStore:
                 ).fetchall()
         return [dict(row) for row in rows]
 
+    def record_members(self, study: str, specs: Iterable[StoredSpec]) -> None:
+        """Record that the runs of ``specs`` belong to ``study`` (a study's name); idempotent.
+
+        One transaction: either every membership is recorded or none is.
+        """
+        if not study:
+            raise PrunelabError("a study name must not be empty")
+        rows = [(study, spec.run_hash()) for spec in specs]
+        with self._db() as db:
+            db.executemany("INSERT OR IGNORE INTO memberships (study, hash) VALUES (?,?)", rows)
+
+    def studies_of(self, spec: StoredSpec) -> list[str]:
+        """The studies ``spec``'s run belongs to, sorted by name."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT study FROM memberships WHERE hash=? ORDER BY study", (spec.run_hash(),)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def memberships(self) -> dict[str, list[str]]:
+        """Every recorded membership: run hash -> the studies it belongs to (sorted by name)."""
+        out: dict[str, list[str]] = {}
+        with self._db() as db:
+            for study, run_hash in db.execute("SELECT study, hash FROM memberships ORDER BY hash, study"):
+                out.setdefault(str(run_hash), []).append(str(study))
+        return out
+
     def record_execution(self, spec: StoredSpec, from_epoch: int) -> None:
         """Note that ``spec`` trains now (from ``from_epoch``: > 0 when resuming)."""
         with self._db() as db:
@@ -249,7 +285,18 @@ class RunStore:
     def finish(
         self, spec: StoredSpec, result: Mapping[str, Any], model_state: Mapping[str, torch.Tensor]
     ) -> None:
-        """Write final weights, then result.json (the done marker), then drop the checkpoint."""
+        """Write final weights, then result.json (the done marker), then drop the checkpoint.
+
+        Unless ``result`` has a ``provenance`` key already, the software and hardware that computed
+        it (:func:`prunelab.provenance.provenance` of ``result["device"]``) are added; a mutable
+        ``result`` gets the key too, so what the caller returns equals what a later read returns.
+        """
+        if "provenance" not in result:
+            record = provenance(result.get("device"))
+            if isinstance(result, MutableMapping):
+                result["provenance"] = record
+            else:
+                result = {**result, "provenance": record}
         run_dir = self.run_dir(spec)
         weights = run_dir / "model.safetensors"
         tmp = weights.with_name(weights.name + ".tmp")

@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 from prunelab.report.files import atomic_csv, write_text_atomic
 from prunelab.report.plots import _STYLE
 from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _p, _pct, _pp
-from prunelab.studies.lottery import LotterySummary
-from prunelab.studies.sanity import SIGNIFICANCE, SanitySummary
+from prunelab.summaries.lottery import LotterySummary
+from prunelab.summaries.sanity import SanitySummary
+from prunelab.summaries.stats import SIGNIFICANCE
 
 WINNING = "lottery"
 RANDOM_INIT = "lottery + reinit_fan"

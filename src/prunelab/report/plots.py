@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from prunelab.studies.sanity import SanitySummary  # noqa: E402
+from prunelab.summaries.sanity import SanitySummary  # noqa: E402
 
 _STYLE: Any = {
     "figure.dpi": 110,

@@ -22,17 +22,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from prunelab.report.files import atomic_csv, write_text_atomic  # noqa: E402
 from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table  # noqa: E402
-from prunelab.studies.rethinking import (  # noqa: E402
+from prunelab.summaries.rethinking import (  # noqa: E402
     ROW_LABELS,
     ROWS,
-    SIGNIFICANCE,
     Comparison,
     MethodSummary,
     RethinkingSummary,
     finetune_epochs_of,
     latency_speedups,
 )
-from prunelab.studies.stats import Estimate  # noqa: E402
+from prunelab.summaries.stats import SIGNIFICANCE, Estimate  # noqa: E402
 
 _STYLE: Any = {
     "figure.dpi": 110,

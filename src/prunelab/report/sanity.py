@@ -14,8 +14,9 @@ from pathlib import Path
 from prunelab.pruning.methods import METHODS
 from prunelab.report import plots
 from prunelab.report.files import atomic_csv, write_text_atomic
-from prunelab.studies.sanity import SIGNIFICANCE, SanityStudy, SanitySummary, Verdict, ticket_family
-from prunelab.studies.stats import Estimate
+from prunelab.spec.studies import SanityStudy
+from prunelab.summaries.sanity import SanitySummary, Verdict, ticket_family
+from prunelab.summaries.stats import SIGNIFICANCE, Estimate
 
 
 def _pct(est: Estimate) -> str:

@@ -1,13 +1,13 @@
-"""Runner backends: run many specs inline or over a local process pool, skipping finished runs."""
+"""Runner backends: run many specs of any kind inline or over a local process pool, in dependency
+waves (parents first), skipping finished runs. What each run does is its executor's business
+(:mod:`prunelab.runs`); a runner only decides where and when it executes."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import multiprocessing
 import os
-import sys
-from collections.abc import Callable, Sequence
+import pickle
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,52 +17,28 @@ import torch
 from tqdm import tqdm
 
 from prunelab.errors import PrunelabError
-from prunelab.lineage import trunk_rewind_epochs, with_ancestors
-from prunelab.run import execute_run
-from prunelab.spec import RunSpec
+from prunelab.plugins import FACTORY_MODELS, load_plugins, register_factories
+from prunelab.runs import RunContext, execute, executor_for, plan_options, spec_from_json, waves
 from prunelab.store import RunStore
 
 
-def load_plugins(plugins: Sequence[str]) -> None:
-    """Import user modules (dotted names or ``.py`` paths) so their registered methods exist."""
-    for plugin in plugins:
-        if plugin.endswith(".py"):
-            path = Path(plugin)
-            if not path.is_file():
-                raise PrunelabError(f"plugin file {plugin!r} does not exist")
-            name = f"prunelab_plugin_{path.stem}"
-            if name in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(name, path)
-            if spec is None or spec.loader is None:
-                raise PrunelabError(f"plugin file {plugin!r} cannot be imported")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(plugin)
-            except ImportError as exc:
-                raise PrunelabError(f"plugin module {plugin!r} cannot be imported ({exc})") from None
-
-
-def _worker_init(threads: int, plugins: Sequence[str]) -> None:
+def _worker_init(threads: int, plugins: Sequence[str], factories: dict[str, Any]) -> None:
     torch.set_num_threads(threads)
     load_plugins(plugins)
+    register_factories(factories)
 
 
 def _worker_run(
+    kind: str,
     spec_json: str,
     root: str,
     data_dir: str | Path | None,
     device: str,
     force: bool,
-    save_epochs: Sequence[int],
+    options: Mapping[str, Any],
 ) -> dict[str, Any]:
-    spec = RunSpec.model_validate_json(spec_json)
-    return execute_run(
-        spec, RunStore(root), data_dir=data_dir, device=device, force=force, save_epochs=save_epochs
-    )
+    spec = spec_from_json(kind, spec_json)
+    return execute(spec, RunStore(root), RunContext(data_dir, device), force=force, options=options)
 
 
 @dataclass(frozen=True)
@@ -80,7 +56,7 @@ class Job:
 
 
 def run_waves(
-    waves: Sequence[Sequence[Job]],
+    waves_of_jobs: Sequence[Sequence[Job]],
     *,
     workers: int = 1,
     device: str = "cpu",
@@ -93,7 +69,7 @@ def run_waves(
     done: dict[str, dict[str, Any]] = {}
     pools = _LazyPool(workers, plugins)
     try:
-        for wave in waves:
+        for wave in waves_of_jobs:
             parallel = [] if workers <= 1 or device.startswith("cuda") else [j for j in wave if not j.inline]
             if len(parallel) <= 1:
                 parallel = []
@@ -129,12 +105,20 @@ class _LazyPool:
 
     def get(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            factories = dict(FACTORY_MODELS)
+            try:
+                pickle.dumps(factories)
+            except Exception as exc:
+                raise PrunelabError(
+                    f"a model factory cannot be sent to worker processes ({exc}); define it at module "
+                    "level, or run with workers=1"
+                ) from None
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
-                initargs=(threads, self.plugins),
+                initargs=(threads, self.plugins, factories),
             )
         return self._pool
 
@@ -145,7 +129,7 @@ class _LazyPool:
 
 
 def run_specs(
-    specs: Sequence[RunSpec],
+    specs: Sequence[Any],
     runs_dir: str | Path,
     *,
     workers: int = 1,
@@ -156,35 +140,47 @@ def run_specs(
     plugins: Sequence[str] = (),
     description: str = "runs",
 ) -> list[dict[str, Any]]:
-    """Run every spec (finished ones are read back, not recomputed); results in input order.
+    """Run every spec, of any registered kind (finished ones are read back, not recomputed), with
+    the runs they build on first; results in input order.
 
     Args:
         workers: 1 runs inline; more uses a process pool with ``cpu_count // workers`` torch
-            threads each (CUDA runs stay inline: one process owns the GPU).
-        force: recompute the given specs (never the trunks and earlier rounds they share).
+            threads each (CUDA runs, and runs whose executor keeps them inline, stay in this process).
+        force: recompute the given specs (never the parents they share).
     """
     store = RunStore(runs_dir)
     wanted = {spec.run_hash() for spec in specs}
-    # Runs the given ones build on (trunks, earlier IMP rounds) go first, in waves, so no two
-    # workers ever train the same trunk; each trunk saves every rewinding epoch asked of it.
-    waves = with_ancestors(specs)
-    save_epochs = trunk_rewind_epochs([run for wave in waves for run in wave])
+    ordered = waves(specs)
+    plan = plan_options([run for wave in ordered for run in wave])
     done: dict[str, dict[str, Any]] = {}
     jobs: list[list[Job]] = []
-    for wave in waves:
+    for wave in ordered:
         jobs.append([])
         for spec in wave:
-            key, needed = spec.run_hash(), sorted(save_epochs.get(spec.run_hash(), set()))
+            key, options = spec.run_hash(), plan.get(spec.run_hash(), {})
+            executor = executor_for(spec)
             forced = force and key in wanted
-            result = None if forced else store.result(spec)
-            if result is not None and all(store.rewind_path(spec, e).is_file() for e in needed):
+            result = None if forced else executor.finished(spec, store, options)
+            if result is not None:
                 done[key] = result
-            else:
-                args = (spec.model_dump_json(), str(store.root), data_dir, device, forced, needed)
-                jobs[-1].append(Job(key, _worker_run, args))
-    total = sum(len(wave) for wave in waves)
+                continue
+            args = (
+                type(spec).kind,
+                spec.model_dump_json(),
+                str(store.root),
+                data_dir,
+                device,
+                forced,
+                options,
+            )
+            jobs[-1].append(Job(key, _worker_run, args, inline=executor.inline(spec)))
     bar = tqdm(
-        total=total, initial=len(done), desc=description, unit="run", disable=not progress, dynamic_ncols=True
+        total=sum(len(wave) for wave in ordered),
+        initial=len(done),
+        desc=description,
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
     )
     try:
         done.update(run_waves(jobs, workers=workers, device=device, plugins=plugins, bar=bar))

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+#: The significance level of every study's tests (two-sided).
+SIGNIFICANCE = 0.05
+
 
 @dataclass(frozen=True)
 class Estimate:

@@ -1,15 +1,18 @@
-"""Execute one :class:`RunSpec`: data -> model -> [prune] -> masked training -> evaluation, through
-the store, so a finished run is never recomputed and a killed run resumes from its last epoch.
+"""The executor of a :class:`~prunelab.spec.RunSpec`: data -> model -> [prune] -> masked training ->
+evaluation, through the store, so a finished run is never recomputed and a killed run resumes from
+its last epoch.
 
-A trained-weights ticket first makes sure the runs it builds on are finished (its dense trunk, with
-the rewinding checkpoints it needs, and the previous IMP round; see :mod:`prunelab.lineage`),
-then scores their trained weights, rewinds the kept weights and retrains per its time points."""
+A trained-weights ticket builds on other runs (its dense trunk, with the rewinding checkpoints it
+needs, and the previous IMP round; see :mod:`prunelab.runs.lineage`), which :func:`prunelab.runs.execute`
+finishes first; this executor then scores their trained weights, rewinds the kept weights and
+retrains per the ticket's time points.
+"""
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,17 @@ import torch
 
 from prunelab.data import DataBundle, load_dataset
 from prunelab.errors import PrunelabError
-from prunelab.lineage import parent_spec, rewind_epochs, trunk_spec
 from prunelab.models import build_model
 from prunelab.pruning.api import apply_weight_checks, prune, resolve_checks
 from prunelab.pruning.checks import corrupt_training_data
 from prunelab.pruning.mask import Mask
+from prunelab.runs.executors import Executor, RunContext, register_executor
+from prunelab.runs.lineage import parent_spec, trunk_rewind_epochs, trunk_spec
 from prunelab.seeding import derive_seed, generator, seed_table
 from prunelab.spec import RunSpec
 from prunelab.store import RunStore, StoredSpec
 from prunelab.training.config import TrainConfig
+from prunelab.training.protocols import finetune_config
 from prunelab.training.trainer import EpochCallback, EpochRecord, TrainState, train
 
 
@@ -49,12 +54,14 @@ def _cached_dataset(
     return load_dataset(name, data_dir=data_dir, device=device, **dict(options))
 
 
-def dataset_for(spec: RunSpec, data_dir: str | Path | None, device: torch.device) -> DataBundle:
-    """The spec's dataset, loaded once per process and kept on ``device``."""
+def dataset_for(spec: Any, data_dir: str | Path | None, device: torch.device) -> DataBundle:
+    """The dataset of ``spec.data``, loaded once per process and kept on ``device``; a run with a
+    ``training_corruption`` gets its training split corrupted with its ``check`` stream."""
     options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in spec.data.options.items()))
     data = _cached_dataset(spec.data.name, options, None if data_dir is None else str(data_dir), str(device))
-    if spec.training_corruption is not None:
-        data = corrupt_training_data(data, spec.training_corruption, generator(spec.seed, "check"))
+    corruption = getattr(spec, "training_corruption", None)
+    if corruption is not None:
+        data = corrupt_training_data(data, corruption, generator(spec.seed, "check"))
     return data
 
 
@@ -72,14 +79,7 @@ def retrain_schedule(spec: RunSpec) -> tuple[TrainConfig, int]:
                 f"ticket.keep={ticket.keep} rewinds past the end of training ({spec.train.epochs} epochs)"
             )
         return spec.train, ticket.keep
-    finetune = spec.train.model_copy(
-        update={
-            "lr": ticket.finetune_lr,
-            "schedule": "constant",
-            "epochs": ticket.finetune_epochs_for(spec.train.epochs),
-        }
-    )
-    return finetune, 0
+    return finetune_config(spec.train, epochs=ticket.finetune_epochs, lr=ticket.finetune_lr), 0
 
 
 def _ticket_mask(
@@ -120,6 +120,22 @@ def _ticket_mask(
     apply_weight_checks(model, mask, checks, spec.seed)
     mask.apply_(model)
     return mask
+
+
+def _mask_at_init(spec: RunSpec, model: torch.nn.Module, data: DataBundle) -> Mask:
+    """Prune ``model`` at initialisation per ``spec.pruning`` (checks included), in place."""
+    assert spec.pruning is not None
+    return prune(
+        model,
+        spec.pruning.method,
+        spec.pruning.density,
+        data=data,
+        allocation=spec.pruning.allocation,
+        check=list(spec.pruning.checks),
+        seed=spec.seed,
+        prunable=spec.pruning.prunable,
+        options=spec.pruning.options,
+    )
 
 
 class _Stop(Exception):
@@ -190,57 +206,76 @@ def train_through_store(
     }
 
 
-def execute_run(
-    spec: RunSpec,
-    store: RunStore,
-    *,
-    data_dir: str | Path | None = None,
-    device: str | None = "cpu",
-    force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    stop_after_epoch: int | None = None,
-    save_epochs: Collection[int] = (),
+def _prepare(
+    spec: RunSpec, store: RunStore, model: torch.nn.Module, data: DataBundle, needed: set[int]
+) -> tuple[Mask | None, TrainState | None, float]:
+    """The run's mask (loaded on resume, else computed), the checkpoint to resume from (None: start
+    over), and the seconds spent pruning."""
+    resume = store.load_checkpoint(spec)
+    if resume is not None and any(
+        e <= resume.epoch and not store.rewind_path(spec, e).is_file() for e in needed
+    ):
+        resume = None  # a rewinding point the checkpoint is already past was never saved
+    if spec.pruning is None:
+        return None, resume, 0.0
+    mask_path = store.run_dir(spec) / "mask.safetensors"
+    if resume is not None and mask_path.is_file():
+        return Mask.load(mask_path).to(data.device), resume, 0.0  # the checkpoint carries the checks
+    began = time.perf_counter()
+    parent, trunk = parent_spec(spec), trunk_spec(spec)
+    if parent is not None and trunk is not None:
+        mask = _ticket_mask(spec, parent, trunk, model, data, store)
+    else:
+        mask = _mask_at_init(spec, model, data)
+    mask.save(mask_path, {"run": spec.run_name()})
+    return mask, None, time.perf_counter() - began
+
+
+def _result(
+    spec: RunSpec, mask: Mask | None, model: torch.nn.Module, config: TrainConfig, start_epoch: int
 ) -> dict[str, Any]:
-    """Run ``spec`` to completion (or resume it) and return its result record.
+    """The run's identity, densities, per-layer table, seeds and recipe for ``result.json``."""
+    parent, trunk = parent_spec(spec), trunk_spec(spec)
+    return {
+        "status": "done",
+        "name": spec.run_name(),
+        "hash": spec.run_hash(),
+        "density": mask.density() if mask is not None else 1.0,
+        "model_density": mask.model_density(model) if mask is not None else 1.0,
+        "per_layer": [
+            {"name": row.name, "shape": list(row.shape), "kept": row.kept, "total": row.total}
+            for row in (mask.per_layer() if mask is not None else [])
+        ],
+        "seeds": {"seed": spec.seed, **seed_table(spec.seed)},
+        "parent": parent.run_name() if parent is not None else None,
+        "trunk": trunk.run_name() if trunk is not None else None,
+        "train": {
+            "epochs": config.epochs,
+            "start_epoch": start_epoch,
+            "lr": config.lr,
+            "schedule": config.schedule,
+        },
+    }
 
-    Args:
-        spec: what to run.
-        store: where runs live.
-        data_dir: dataset cache directory (default: ``prunelab.data.default_data_dir()``).
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        force: recompute even if the run finished before.
-        progress: ``progress(epochs_done, epochs_total)`` after each epoch.
-        stop_after_epoch: stop (as if killed) once this many epochs are done; for tests.
-        save_epochs: epochs after which to keep the weights for rewinding (dense trunks). A trunk
-            that finished without one of them is trained again, deterministically, to add it.
 
-    Returns:
-        The contents of ``result.json``: final/best test accuracy (fractions), densities, the
-        per-layer table, seeds, timings.
+def run_training(
+    spec: RunSpec, store: RunStore, context: RunContext, *, save_epochs: Collection[int] = ()
+) -> dict[str, Any]:
+    """Execute ``spec`` (its parents are finished) and return its result record: final/best test
+    accuracy (fractions), densities, the per-layer table, seeds, timings.
+
+    ``save_epochs``: epochs after which to keep the weights for rewinding (dense trunks). A trunk
+    that finished without one of them is trained again, deterministically, to add it.
     """
     needed = {int(e) for e in save_epochs if int(e) > 0}
-    if force:
-        store.reset(spec)
     existing = store.result(spec)
-    if existing is not None:
-        if all(store.rewind_path(spec, e).is_file() for e in needed):
-            return existing
+    if existing is not None:  # finished, but without a rewinding epoch now asked of it
         needed |= set(existing.get("rewind_epochs", []))
         store.reset(spec)
     began = time.perf_counter()
-    dev = resolve_device(device)
-    data = dataset_for(spec, data_dir, dev)
-
-    parent = parent_spec(spec)
-    trunk = trunk_spec(spec)
-    if parent is not None and trunk is not None:
-        execute_run(trunk, store, data_dir=data_dir, device=device, save_epochs=rewind_epochs(spec))
-        if parent.run_hash() != trunk.run_hash():
-            execute_run(parent, store, data_dir=data_dir, device=device)
-            store.link(spec, parent, "previous round")
-        store.link(spec, trunk, "trunk")
-    run_dir = store.begin(spec)
-
+    dev = resolve_device(context.device)
+    data = dataset_for(spec, context.data_dir, dev)
+    store.begin(spec)
     model = build_model(
         spec.model.name,
         data.input_shape,
@@ -248,40 +283,7 @@ def execute_run(
         seed=derive_seed(spec.seed, "init"),
         **spec.model.options,
     ).to(dev)
-
-    mask: Mask | None = None
-    resume = store.load_checkpoint(spec)
-    mask_path = run_dir / "mask.safetensors"
-    prune_seconds = 0.0
-    if resume is not None and any(
-        e <= resume.epoch and not store.rewind_path(spec, e).is_file() for e in needed
-    ):
-        resume = None  # a rewinding point the checkpoint is already past was never saved
-    if spec.pruning is not None:
-        if resume is not None and mask_path.is_file():
-            mask = Mask.load(mask_path).to(dev)  # the checkpoint's weights already carry checks
-        elif parent is not None and trunk is not None:
-            resume = None
-            t0 = time.perf_counter()
-            mask = _ticket_mask(spec, parent, trunk, model, data, store)
-            prune_seconds = time.perf_counter() - t0
-            mask.save(mask_path, {"run": spec.run_name()})
-        else:
-            resume = None
-            t0 = time.perf_counter()
-            mask = prune(
-                model,
-                spec.pruning.method,
-                spec.pruning.density,
-                data=data,
-                allocation=spec.pruning.allocation,
-                check=list(spec.pruning.checks),
-                seed=spec.seed,
-                prunable=spec.pruning.prunable,
-                options=spec.pruning.options,
-            )
-            prune_seconds = time.perf_counter() - t0
-            mask.save(mask_path, {"run": spec.run_name()})
+    mask, resume, prune_seconds = _prepare(spec, store, model, data, needed)
     config, start_epoch = retrain_schedule(spec)
     accuracy = train_through_store(
         spec,
@@ -293,36 +295,70 @@ def execute_run(
         resume=resume,
         seed=spec.seed,
         start_epoch=start_epoch,
-        progress=progress,
-        stop_after_epoch=stop_after_epoch,
+        progress=context.progress,
+        stop_after_epoch=context.stop_after_epoch,
         save_epochs=needed,
     )
     if accuracy is None:
-        return {"status": "stopped", "epochs": stop_after_epoch}
-    result: dict[str, Any] = {
-        "status": "done",
-        "name": spec.run_name(),
-        "hash": spec.run_hash(),
+        return {"status": "stopped", "epochs": context.stop_after_epoch}
+    result = {
+        **_result(spec, mask, model, config, start_epoch),
         **accuracy,
-        "density": mask.density() if mask is not None else 1.0,
-        "model_density": mask.model_density(model) if mask is not None else 1.0,
-        "per_layer": [
-            {"name": row.name, "shape": list(row.shape), "kept": row.kept, "total": row.total}
-            for row in (mask.per_layer() if mask is not None else [])
-        ],
-        "seeds": {"seed": spec.seed, **seed_table(spec.seed)},
         "rewind_epochs": sorted(needed),
-        "parent": parent.run_name() if parent is not None else None,
-        "trunk": trunk.run_name() if trunk is not None else None,
-        "train": {
-            "epochs": config.epochs,
-            "start_epoch": start_epoch,
-            "lr": config.lr,
-            "schedule": config.schedule,
-        },
         "prune_seconds": prune_seconds,
         "seconds": time.perf_counter() - began,
         "device": str(dev),
     }
     store.finish(spec, result, model.state_dict())
     return result
+
+
+def _parents(spec: RunSpec) -> list[tuple[Any, str]]:
+    parent, trunk = parent_spec(spec), trunk_spec(spec)
+    if parent is None or trunk is None:
+        return []
+    if parent.run_hash() == trunk.run_hash():
+        return [(trunk, "trunk")]
+    return [(trunk, "trunk"), (parent, "previous round")]
+
+
+def _plan(specs: Sequence[RunSpec]) -> dict[str, dict[str, Any]]:
+    """Each trunk keeps the weights of every epoch some ticket among ``specs`` rewinds to."""
+    return {key: {"save_epochs": sorted(epochs)} for key, epochs in trunk_rewind_epochs(specs).items()}
+
+
+def _finished(spec: RunSpec, store: RunStore, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    result = store.result(spec)
+    wanted = [int(e) for e in options.get("save_epochs", ()) if int(e) > 0]
+    if result is None or not all(store.rewind_path(spec, e).is_file() for e in wanted):
+        return None
+    return result
+
+
+TRAINING = register_executor(
+    Executor("training", RunSpec, run=run_training, parents=_parents, plan=_plan, finished=_finished)
+)
+
+
+def execute_run(
+    spec: RunSpec,
+    store: RunStore,
+    *,
+    data_dir: str | Path | None = None,
+    device: str | None = "cpu",
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    stop_after_epoch: int | None = None,
+    save_epochs: Collection[int] = (),
+) -> dict[str, Any]:
+    """Run ``spec`` (its trunk and earlier IMP rounds first) to completion, resume it, or read it
+    back; returns the contents of ``result.json``. The same as :func:`prunelab.runs.execute` with a
+    :class:`RunContext`; ``save_epochs`` adds rewinding epochs to keep (dense trunks)."""
+    from prunelab.runs.executors import execute
+
+    context = RunContext(data_dir, device or "cpu", progress, stop_after_epoch)
+    options = {"save_epochs": sorted({int(e) for e in save_epochs})} if save_epochs else None
+    return execute(spec, store, context, force=force, options=options)
+
+
+__all__ = ["dataset_for", "execute_run", "resolve_device", "retrain_schedule", "run_training"]

@@ -23,6 +23,7 @@ from prunelab.pruning.methods import METHODS
 from prunelab.pruning.prunable import PrunableSet
 from prunelab.registry import Registry
 from prunelab.training.config import TrainConfig
+from prunelab.training.protocols import FINETUNE_LR, finetune_epochs_default
 
 SPEC_VERSION = "prunelab-run-v1"
 OptionValue = int | float | str | bool | list[int] | list[float]
@@ -66,8 +67,9 @@ def canonical_density(density: float) -> float:
     return float(f"{density:.10g}")
 
 
-#: Training-data corruptions a run (a dense trunk or an IMP level feeding a data check) can train on.
-TrainingCorruption = Literal["random_labels", "random_pixels"]
+#: A training-data corruption a run (a dense trunk or an IMP level feeding a data check) can train on:
+#: the name of a check with a data transform (random_labels, random_pixels, or a registered one).
+TrainingCorruption = str
 
 
 class TicketSpec(BaseModel):
@@ -95,7 +97,7 @@ class TicketSpec(BaseModel):
     keep: int | Literal["end"] = 0
     retrain: Literal["restart", "continue", "finetune"] = "restart"
     rounds: int = Field(1, ge=1)
-    finetune_lr: float = Field(0.001, gt=0)
+    finetune_lr: float = Field(FINETUNE_LR, gt=0)
     finetune_epochs: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -118,7 +120,7 @@ class TicketSpec(BaseModel):
 
     def finetune_epochs_for(self, epochs: int) -> int:
         """Fine-tuning epochs for a recipe of ``epochs`` training epochs."""
-        return self.finetune_epochs if self.finetune_epochs is not None else max(1, epochs // 4)
+        return self.finetune_epochs if self.finetune_epochs is not None else finetune_epochs_default(epochs)
 
 
 class PruningSpec(BaseModel):
@@ -193,6 +195,8 @@ class RunSpec(BaseModel):
     """One training run: data, model, optional pruning, training recipe, seed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    #: The executor kind (:mod:`prunelab.runs`).
+    kind: ClassVar[str] = "training"
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     pruning: PruningSpec | None = None
@@ -201,6 +205,17 @@ class RunSpec(BaseModel):
     #: Train this run on corrupted data (a trunk, or an IMP level, whose trained weights are
     #: scored under the random-labels / random-pixels sanity check). Evaluation stays clean.
     training_corruption: TrainingCorruption | None = None
+
+    @field_validator("training_corruption")
+    @classmethod
+    def _corruption(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check = CHECKS.get(value)
+        if check.stage != "data":
+            valid = [name for name, c in CHECKS.items() if c.stage == "data"]
+            raise ValueError(f"training_corruption {value!r} is not a data check; valid: {', '.join(valid)}")
+        return check.name
 
     def canonical(self) -> str:
         """Canonical JSON: non-default fields only, sorted keys, no whitespace."""

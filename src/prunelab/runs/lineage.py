@@ -18,20 +18,20 @@ weights, which the trunk saves while it trains (only the epochs some run asks fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from prunelab.pruning.checks import CHECKS
 from prunelab.spec import PruningSpec, RunSpec, TrainingCorruption, canonical_density
 
 
 def scoring_corruption(spec: RunSpec) -> TrainingCorruption | None:
-    """The corruption of the training that this run's scores come from (None = clean data)."""
+    """The corruption of the training that this run's scores come from (None = clean data). With
+    several data checks the one registered last wins (random_pixels includes random labels)."""
     if spec.pruning is not None:
-        data_checks = [c for c in spec.pruning.checks if CHECKS.get(c).stage == "data"]
-        if "random_pixels" in data_checks:
-            return "random_pixels"
-        if "random_labels" in data_checks:
-            return "random_labels"
+        given = set(spec.pruning.checks)
+        data_checks = [name for name, c in CHECKS.items() if c.stage == "data" and name in given]
+        if data_checks:
+            return data_checks[-1]
     return spec.training_corruption
 
 
@@ -90,21 +90,6 @@ def rewind_epochs(spec: RunSpec) -> set[int]:
                 if isinstance(point, int) and point > 0:
                     needed.add(point)
     return needed
-
-
-def with_ancestors(specs: Iterable[RunSpec]) -> list[list[RunSpec]]:
-    """``specs`` plus all their ancestors, deduplicated, in waves: every run's parent is in an
-    earlier wave, so the runs of one wave can execute in parallel."""
-    depth: dict[str, int] = {}
-    by_hash: dict[str, RunSpec] = {}
-    for spec in specs:
-        for level, run in enumerate([*ancestors(spec), spec]):
-            by_hash[run.run_hash()] = run
-            depth[run.run_hash()] = level
-    waves: list[list[RunSpec]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for key, run in by_hash.items():
-        waves[depth[key]].append(run)
-    return waves
 
 
 def trunk_rewind_epochs(specs: Sequence[RunSpec]) -> dict[str, set[int]]:

@@ -1,0 +1,386 @@
+"""What the CLI's commands do, kept out of :mod:`prunelab.cli` (a thin shell of flags).
+
+Every spec field is reachable in one uniform way: ``--set path=value`` (repeatable; the value is
+parsed as YAML, the path walks the spec's nested fields, e.g. ``train.momentum=0.95``,
+``model.options.width=64``, ``pruning.ticket.keep=2``), validated with the same one-line errors as a
+YAML spec file. Study commands are generated from the study registry (:mod:`prunelab.studies`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunelab.errors import PrunelabError
+
+Echo = Callable[[str], None]
+
+
+def split_names(text: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """Comma-separated numbers, or a one-line error naming ``what``."""
+    try:
+        return [float(x) for x in split_names(text)]
+    except ValueError:
+        raise PrunelabError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_pairs(pairs: Sequence[str] | None, what: str) -> list[tuple[str, Any]]:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``[("a.b", 1), ("c", [1, 2])]`` (values parsed as YAML)."""
+    import yaml
+
+    out: list[tuple[str, Any]] = []
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PrunelabError(f"{what} must look like key=value, got {pair!r}")
+        try:
+            out.append((key.strip(), yaml.safe_load(value)))
+        except yaml.YAMLError:
+            raise PrunelabError(f"{what} {pair!r}: the value is not valid YAML") from None
+    return out
+
+
+def apply_sets(payload: dict[str, Any], sets: Sequence[str] | None) -> dict[str, Any]:
+    """Apply ``--set path=value`` overrides to a spec payload, in place; returns it.
+
+    Missing intermediate mappings are created (pydantic then rejects unknown fields with a one-line
+    error naming the path); an integer path segment indexes a list (``methods.0.options.ratio=0.3``).
+    """
+    for path, value in parse_pairs(sets, "--set"):
+        node: Any = payload
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise PrunelabError(f"--set {path}: {part!r} is not an index of a list of {len(node)}")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise PrunelabError(f"--set {path}: {'.'.join(parts[:i])!r} is a value, not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                if isinstance(node[part], str):  # a bare registry name becomes {name: ...}
+                    node[part] = {"name": node[part]}
+                node = node[part]
+    return payload
+
+
+def run_payload(
+    *,
+    dataset: str,
+    model: str | None,
+    seed: int,
+    model_options: Sequence[str] | None = None,
+    train: Mapping[str, Any] | None = None,
+    pruning: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A :class:`~prunelab.spec.RunSpec` payload from the common flags and the dataset's preset."""
+    from prunelab.presets import preset_for
+
+    preset = preset_for(dataset)
+    recipe = preset.train.model_dump()
+    recipe.update({k: v for k, v in (train or {}).items() if v is not None})
+    payload: dict[str, Any] = {
+        "data": {"name": dataset},
+        "model": {
+            "name": model or preset.model,
+            "options": dict(parse_pairs(model_options, "--model-option")),
+        },
+        "train": recipe,
+        "seed": seed,
+    }
+    if pruning is not None:
+        payload["pruning"] = {k: v for k, v in pruning.items() if v is not None}
+    return payload
+
+
+def ticket_fields(rounds: int | None, keep: str | None, retrain: str | None) -> dict[str, Any] | None:
+    """The ``ticket`` block from ``--rounds/--keep/--retrain`` (None when none is given)."""
+    ticket: dict[str, Any] = {}
+    if rounds is not None:
+        ticket["rounds"] = rounds
+    if keep is not None:
+        ticket["keep"] = int(keep) if keep.strip().isdigit() else keep.strip()
+    if retrain is not None:
+        ticket["retrain"] = retrain
+    return ticket or None
+
+
+def run_one(
+    spec: Any, runs_dir: Path, data_dir: Path | None, device: str, force: bool, echo: Echo
+) -> dict[str, Any]:
+    """Execute one run spec of any kind with an epoch progress bar; prints its accuracy and folder."""
+    from tqdm import tqdm
+
+    from prunelab.runs import RunContext, execute, executor_for, resolve_device
+    from prunelab.store import RunStore
+
+    resolve_device(device)
+    store = RunStore(runs_dir)
+    done = None if force else executor_for(spec).finished(spec, store, {})
+    if done is not None:
+        echo(f"already finished (use --force to recompute): {store.run_dir(spec)}")
+        result = done
+    else:
+        with tqdm(desc=spec.run_name()[:40], unit="epoch", dynamic_ncols=True) as bar:
+
+            def step(epochs_done: int, total: int) -> None:
+                bar.total, bar.n = total, epochs_done
+                bar.refresh()
+
+            result = execute(spec, store, RunContext(data_dir, device, step), force=force)
+    acc = result.get("final_test_acc")
+    density = result.get("density")
+    echo(
+        f"run {spec.run_name()}: final test accuracy {100 * acc:.2f}%"
+        + (f", density {density:.4f}" if density is not None else "")
+        if acc is not None
+        else f"run {spec.run_name()}: {result.get('status')}"
+    )
+    echo(f"run directory: {store.run_dir(spec)}")
+    return result
+
+
+def study_values(kind: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Shortcut flag texts -> typed values per the kind's flag types (None = not given)."""
+    out: dict[str, Any] = {}
+    for flag in kind.flags:
+        text = given.get(flag.name)
+        if text is None or text == ():
+            continue
+        if flag.type == "names":
+            out[flag.name] = split_names(text)
+        elif flag.type == "floats":
+            out[flag.name] = parse_floats(text, f"--{flag.name.replace('_', '-')}")
+        elif flag.type == "pairs":
+            out[flag.name] = list(text)
+        else:
+            out[flag.name] = text
+    return out
+
+
+def run_study_command(
+    kind_name: str,
+    *,
+    preset: str | None,
+    given: Mapping[str, Any],
+    sets: Sequence[str],
+    runs_dir: Path,
+    out: Path | None,
+    workers: int,
+    data_dir: Path | None,
+    device: str,
+    force: bool,
+    plugins: Sequence[str],
+    echo: Echo,
+) -> Path:
+    """A study command: load plugins, build the preset with the shortcut flags, apply ``--set``,
+    validate the whole study, run it, print its conclusions and the report's path."""
+    import time
+
+    from prunelab.plugins import load_plugins
+    from prunelab.runs import resolve_device
+    from prunelab.spec import parse_model
+    from prunelab.studies import STUDIES, run_study
+
+    load_plugins(plugins)
+    resolve_device(device)  # a bad device is a one-line error before anything trains
+    if workers < 1:
+        raise PrunelabError(f"--workers must be at least 1, got {workers}")
+    kind = STUDIES.get(kind_name)
+    payload = apply_sets(kind.build(preset, study_values(kind, given)), sets)
+    study = parse_model(kind.spec_type, payload, "study options")
+    began = time.perf_counter()
+    summary, report = run_study(
+        study,
+        runs_dir,
+        kind=kind.name,
+        report_dir=out,
+        workers=workers,
+        data_dir=data_dir,
+        device=device,
+        force=force,
+        plugins=plugins,
+    )
+    echo(f"finished in {time.perf_counter() - began:.0f} s")
+    for line in kind.conclusions(summary):
+        echo(line)
+    echo(f"report: {report.resolve()}")
+    echo(f"        {(report.parent / 'report.md').resolve()}")
+    return report
+
+
+def run_spec_file(
+    path: Path,
+    *,
+    sets: Sequence[str],
+    runs_dir: Path,
+    out: Path | None,
+    workers: int,
+    data_dir: Path | None,
+    device: str,
+    force: bool,
+    plugins: Sequence[str],
+    echo: Echo,
+) -> None:
+    """``prunelab run FILE``: a study (``study: KIND`` plus its fields) or one run (``run: KIND``,
+    default ``training``, plus the spec's fields)."""
+    from prunelab.plugins import load_plugins
+    from prunelab.runs import EXECUTORS
+    from prunelab.spec import load_yaml, parse_model
+    from prunelab.studies import STUDIES, run_study
+
+    load_plugins(plugins)
+    payload = load_yaml(path)
+    if not isinstance(payload, dict):
+        raise PrunelabError(f"spec file {str(path)!r} must hold a mapping, got {type(payload).__name__}")
+    kind_name = payload.pop("study", None)
+    if kind_name is None:
+        executor = EXECUTORS.get(str(payload.pop("run", "training")))
+        spec = parse_model(executor.spec_type, apply_sets(payload, sets), f"run spec {path}")
+        run_one(spec, runs_dir, data_dir, device, force, echo)
+        return
+    kind = STUDIES.get(str(kind_name))
+    study = parse_model(kind.spec_type, apply_sets(payload, sets), f"study spec {path}")
+    summary, report = run_study(
+        study,
+        runs_dir,
+        kind=kind.name,
+        report_dir=out,
+        workers=workers,
+        data_dir=data_dir,
+        device=device,
+        force=force,
+        plugins=plugins,
+    )
+    for line in kind.conclusions(summary):
+        echo(line)
+    echo(f"report: {report}")
+
+
+def rebuild_reports(directory: Path, runs_dir: Path | None, plugins: Sequence[str], echo: Echo) -> None:
+    """``prunelab report DIR``: rebuild every study report under DIR from its stored runs."""
+    import json
+
+    from prunelab.plugins import load_plugins
+    from prunelab.studies import STUDY_FILE, rebuild_report
+
+    load_plugins(plugins)
+    if not directory.exists():
+        raise PrunelabError(f"directory {str(directory)!r} does not exist")
+    found = sorted(directory.glob(STUDY_FILE)) + sorted(directory.glob(f"reports/*/{STUDY_FILE}"))
+    if not found:
+        raise PrunelabError(
+            f"no {STUDY_FILE} under {str(directory)!r}; pass a runs directory or a report folder"
+        )
+    for path in found:
+        try:
+            echo(f"report: {rebuild_report(path.parent, runs_dir)}")
+        except PrunelabError as exc:
+            needed = [p for p in _recorded_plugins(path, json) if p not in plugins]
+            hint = f" (the study was run with --plugin {' '.join(needed)}; pass it again)" if needed else ""
+            raise PrunelabError(f"{exc}{hint}") from None
+
+
+def _recorded_plugins(path: Path, json: Any) -> list[str]:
+    try:
+        return [str(p) for p in json.loads(path.read_text()).get("plugins", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def list_methods(echo: Echo) -> None:
+    """``prunelab methods``: every registry with one line per entry."""
+    from prunelab.data import DATASETS
+    from prunelab.models import MODELS
+    from prunelab.pruning import ALLOCATIONS, CHECKS, METHODS
+    from prunelab.pruning.structured import STRUCTURED_METHODS
+    from prunelab.studies import STUDIES
+
+    echo("Methods (score x default allocation):")
+    for name, m in METHODS.items():
+        data = "data" if m.needs_data else "data-free"
+        when = (
+            "at init" if m.ticket is None else f"trained, keep {m.ticket['keep']}, lr {m.ticket['retrain']}"
+        )
+        echo(f"  {name:<16} {m.allocation:<12} {data:<9} {when:<32} {m.description}  [{m.paper}]")
+    echo("\nAllocations (per-layer keep counts):")
+    for name, a in ALLOCATIONS.items():
+        echo(f"  {name:<12} {a.description}  [{a.paper}]")
+    echo("  like:FILE    the per-layer counts of a saved mask")
+    echo("\nSanity checks:")
+    for name, c in CHECKS.items():
+        echo(f"  {name:<16} ({c.stage}) {c.description}")
+    echo("\nStructured methods (Rethinking study):")
+    for name, s in STRUCTURED_METHODS.items():
+        echo(f"  {name:<16} {s.kind:<8} {s.description[:90]}  [{s.paper}]")
+    echo("\nModels:")
+    for name, e in MODELS.items():
+        echo(f"  {name:<10} {e.family:<7} {e.description}")
+    echo("\nDatasets:")
+    for name, d in DATASETS.items():
+        echo(f"  {name:<10} {'embedded' if d.embedded else 'download':<9} {d.description}")
+    echo("\nStudies:")
+    for name, k in STUDIES.items():
+        echo(f"  {name:<12} {k.description}")
+
+
+def prune_to_file(payload: dict[str, Any], out: Path, data_dir: Path | None, echo: Echo) -> None:
+    """``prunelab prune``: validate the run payload, prune its model at init, save the mask and
+    print the per-layer table (densities = kept fractions)."""
+    import prunelab
+    from prunelab.seeding import derive_seed
+    from prunelab.spec import RunSpec, parse_model
+
+    spec = parse_model(RunSpec, payload, "prune options")
+    pruning = spec.pruning
+    assert pruning is not None
+    data = prunelab.load_dataset(spec.data.name, data_dir=data_dir, **spec.data.options)
+    net = prunelab.build_model(
+        spec.model.name,
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(spec.seed, "init"),
+        **spec.model.options,
+    )
+    mask = prunelab.prune(
+        net,
+        pruning.method,
+        pruning.density,
+        data=data,
+        allocation=pruning.allocation,
+        check=list(pruning.checks),
+        seed=spec.seed,
+        prunable=pruning.prunable,
+        options=pruning.options,
+    )
+    mask.save(
+        out,
+        {
+            "model": spec.model.name,
+            "dataset": spec.data.name,
+            "method": pruning.method,
+            "density": pruning.density,
+            "seed": spec.seed,
+        },
+    )
+    echo(f"{'layer':<40} {'shape':<20} {'kept':>9} {'total':>9} {'density':>8}")
+    for row in mask.per_layer():
+        echo(f"{row.name:<40} {str(row.shape):<20} {row.kept:>9} {row.total:>9} {row.density:>8.4f}")
+    echo(
+        f"density {mask.density():.4f} of prunable weights ({mask.model_density(net):.4f} of all "
+        f"parameters); mask written to {out}"
+    )

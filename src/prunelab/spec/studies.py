@@ -1,0 +1,248 @@
+"""The studies' typed specs: the grid each study kind runs, validated as a whole before anything is
+created or trained. The runs of a grid, its summary and its report live in :mod:`prunelab.studies`,
+:mod:`prunelab.summaries` and :mod:`prunelab.report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prunelab.errors import check_density
+from prunelab.pruning.checks import CHECKS
+from prunelab.pruning.methods import METHODS
+from prunelab.spec import DataSpec, ModelSpec, OptionValue, PruningSpec, canonical_density
+from prunelab.training.config import TrainConfig
+from prunelab.training.protocols import FINETUNE_LR
+
+ALL_CHECKS = ("random_labels", "random_pixels", "shuffle_mask", "shuffle_weights", "reinit", "invert")
+RANDOM_TICKETS = ("uniform", "erk", "smart_ratio")
+#: Default methods of the Rethinking study, in report order.
+STRUCTURED_DEFAULTS = ("l1norm", "slimming", "thinet", "regression", "sfp", "sss", "weight_level")
+
+
+class SanityStudy(BaseModel):
+    """The study's grid.
+
+    Attributes:
+        methods: methods to check.
+        densities: kept fractions of prunable weights.
+        seeds: run seeds (each seed pairs every variant at a density).
+        checks: checks to apply; data checks are skipped for data-free methods.
+        random_tickets: allocations for the random-mask baselines.
+        include_dense: also train the unpruned model per seed (it is also the trunk that the
+            trained-weights tickets score, so it is trained once either way).
+        imp_fraction: when set, trained-weights methods (lottery, rewinding, ...) reach each
+            density by iterative magnitude pruning, removing this fraction of the remaining
+            weights per round; every density must then be ``(1 - imp_fraction) ** k``. None: one-shot.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = "sanity"
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    methods: tuple[str, ...] = ("snip", "grasp", "synflow", "magnitude")
+    densities: tuple[float, ...] = (0.1, 0.02)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    checks: tuple[str, ...] = ALL_CHECKS
+    random_tickets: tuple[str, ...] = RANDOM_TICKETS
+    include_dense: bool = True
+    imp_fraction: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _imp_levels(self) -> SanityStudy:
+        for density in self.densities:
+            self.imp_rounds(density)
+        return self
+
+    def imp_rounds(self, density: float) -> int:
+        """IMP rounds k with ``(1 - imp_fraction) ** k == density`` (1 when one-shot)."""
+        if self.imp_fraction is None:
+            return 1
+        rounds = max(1, round(math.log(density) / math.log(1 - self.imp_fraction)))
+        if not math.isclose((1 - self.imp_fraction) ** rounds, density, rel_tol=1e-6):
+            raise ValueError(
+                f"density {density:g} is not an IMP level of fraction {self.imp_fraction:g}; "
+                f"valid: (1 - {self.imp_fraction:g})**k, e.g. {imp_densities(range(1, 4), self.imp_fraction)}"
+            )
+        return rounds
+
+    def pruning(self, method: str, density: float, checks: tuple[str, ...] = ()) -> PruningSpec:
+        """The method's pruning spec at ``density`` (with IMP rounds for trained-weights methods)."""
+        ticket = {"rounds": self.imp_rounds(density)} if METHODS.get(method).ticket is not None else None
+        return PruningSpec(method=method, density=density, checks=checks, ticket=ticket)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(METHODS.get(m).name for m in value)
+
+    @field_validator("checks")
+    @classmethod
+    def _checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(CHECKS.get(c).name for c in value)
+
+    @field_validator("densities")
+    @classmethod
+    def _densities(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(check_density(d) for d in value)
+
+    def applicable_checks(self, method: str) -> list[str]:
+        """Data checks only for methods whose mask can depend on data (scoring batch or trunk)."""
+        uses_data = METHODS.get(method).uses_training_data
+        return [c for c in self.checks if uses_data or not CHECKS.get(c).needs_data]
+
+
+def imp_densities(levels: Sequence[int] | range, fraction: float = 0.2) -> list[float]:
+    """Densities after ``k`` IMP rounds removing ``fraction`` of the remaining weights each."""
+    return [canonical_density((1 - fraction) ** k) for k in levels]
+
+
+class LotteryStudy(BaseModel):
+    """The grid: learning rates x IMP levels x seeds, winning ticket vs random re-init.
+
+    Attributes:
+        train: the recipe; its ``lr`` is replaced by each of ``learning_rates``.
+        learning_rates: the large and the small initial lr (Liu et al.: 0.1 and 0.01).
+        levels: IMP levels k; level k keeps density ``(1 - imp_fraction) ** k``.
+        imp_fraction: fraction of the remaining weights removed per round (20%).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = "lottery"
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    learning_rates: tuple[float, ...] = (0.1, 0.01)
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    imp_fraction: float = Field(0.2, gt=0, lt=1)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError(f"levels must be IMP rounds >= 1, got {list(value)}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _lrs(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not (lr > 0 and math.isfinite(lr)) for lr in value):
+            raise ValueError(f"learning_rates must be positive, got {list(value)}")
+        return value
+
+    def at_lr(self, lr: float) -> SanityStudy:
+        """The sanity study of the winning ticket vs ``reinit_fan`` at initial lr ``lr``."""
+        return SanityStudy(
+            name=f"{self.name}-lr{lr:g}",
+            data=self.data,
+            model=self.model,
+            train=self.train.model_copy(update={"lr": lr}),
+            methods=("lottery",),
+            densities=tuple(imp_densities(self.levels, self.imp_fraction)),
+            seeds=self.seeds,
+            checks=("reinit_fan",),
+            random_tickets=(),
+            include_dense=True,
+            imp_fraction=self.imp_fraction,
+        )
+
+
+def _structured_methods() -> Any:
+    # Imported lazily: the structured-pruning package pulls in torch-pruning.
+    from prunelab.pruning.structured import STRUCTURED_METHODS
+
+    return STRUCTURED_METHODS
+
+
+class MethodSpec(BaseModel):
+    """A structured pruning method (``prunelab.pruning.structured.STRUCTURED_METHODS``) and its options.
+
+    Options not given take the method's defaults; only given ones enter run hashes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        registry = _structured_methods()
+        registry.get(value)  # raises PrunelabError naming the valid choices
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _options(self) -> MethodSpec:
+        _structured_methods().get(self.name).resolve_options(self.options)  # unknown/bad options raise
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``"channel"``, ``"block"`` or ``"weight"`` (the registry's)."""
+        return str(_structured_methods().get(self.name).kind)
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name(key=value, ...)`` when options are given (report rows)."""
+        if not self.options:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in sorted(self.options.items()))})"
+
+    @property
+    def large_regime(self) -> bool:
+        """True when the method trains its own large model (its registry entry has training hooks)."""
+        return bool(_structured_methods().get(self.name).trains_large_model)
+
+
+class RethinkingStudy(BaseModel):
+    """The study's grid and recipes.
+
+    Attributes:
+        name: names the report folder.
+        data, model: dataset and the (large) model; the model must carry what the methods need
+            (BN layers for slimming, residual blocks for sss).
+        train: the large model's recipe; Scratch-E uses it as is, Scratch-B stretches it.
+        methods: structured methods with options (a bare name means the method's defaults).
+        seeds: run seeds; each seed is one large model and one pruned model per method.
+        finetune_epochs: fine-tune epochs (default a quarter of ``train.epochs``: 40 of 160).
+        finetune_lr: constant fine-tune learning rate (0.001 in the paper).
+        max_ratio: cap on the Scratch-B FLOPs ratio (None = the CIFAR scripts: no cap).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = "rethinking"
+    data: DataSpec = Field(default_factory=lambda: DataSpec(name="mnist1d"))
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="cnn1d", options={"bn": True}))
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    methods: tuple[MethodSpec, ...] = Field(
+        default_factory=lambda: tuple(MethodSpec(name=m) for m in STRUCTURED_DEFAULTS)
+    )
+    seeds: tuple[int, ...] = (0, 1, 2)
+    finetune_epochs: int | None = Field(None, ge=1)
+    finetune_lr: float = Field(FINETUNE_LR, gt=0)
+    max_ratio: float | None = Field(None, gt=0)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        # "l1norm" and {"name": "l1norm"} are the same method; a comma-separated string is a list.
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> RethinkingStudy:
+        if not self.methods:
+            raise ValueError("at least one method is needed")
+        if not self.seeds:
+            raise ValueError("at least one seed is needed")
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"methods are listed twice: {labels}")
+        return self

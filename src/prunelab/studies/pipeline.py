@@ -1,0 +1,130 @@
+"""Running any study kind: record it, run its runs through the runners, summarise, report; and
+rebuild a report from the stored runs alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from prunelab.errors import PrunelabError
+from prunelab.runners import run_specs
+from prunelab.spec import parse_model
+from prunelab.store import RunStore, write_json_atomic
+from prunelab.studies.registry import STUDIES, StudyKind, kind_of
+
+#: The study's record in its report folder.
+STUDY_FILE = "study.json"
+
+
+def record_study(
+    study: BaseModel,
+    kind: str,
+    runs_dir: str | Path,
+    report_dir: str | Path | None,
+    run_names: Sequence[str],
+    plugins: Sequence[str] = (),
+) -> Path:
+    """Create the report folder (``report_dir``, default ``<runs_dir>/reports/<study name>``) and
+    write ``study.json`` there: the study's kind and fields, where its runs live (relative to the
+    folder when possible, so a moved tree still resolves), their names and the plugins it needs, so
+    ``prunelab report`` can rebuild the report without training."""
+    name = str(getattr(study, "name", "study"))
+    out = Path(report_dir) if report_dir is not None else Path(runs_dir) / "reports" / name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        out / STUDY_FILE,
+        {
+            "kind": kind,
+            "study": study.model_dump(mode="json"),
+            "runs_dir": str(Path(runs_dir).resolve()),
+            "runs": list(run_names),
+            "plugins": list(plugins),
+        },
+    )
+    return out
+
+
+def run_study(
+    study: BaseModel,
+    runs_dir: str | Path,
+    *,
+    kind: str | None = None,
+    report_dir: str | Path | None = None,
+    workers: int = 1,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    progress: bool = True,
+    plugins: Sequence[str] = (),
+) -> tuple[Any, Path]:
+    """Run (or resume) every run of ``study``, summarise it, and write its report.
+
+    Args:
+        study: a study spec of any registered kind (``SanityStudy``, ``LotteryStudy``, ...).
+        runs_dir: where runs live (shared across studies: common runs are trained once).
+        kind: the study kind (default: the first registered for the spec's type; ``tickets``
+            studies are ``SanityStudy`` grids).
+        report_dir: the report folder (default ``<runs_dir>/reports/<study name>``).
+        workers: parallel worker processes (1 = inline).
+        force: recompute the study's runs (never the parents they share).
+        plugins: plugin modules or files the workers load (and the report rebuild will need).
+
+    Returns:
+        The summary and the path of ``report.html``.
+    """
+    entry = STUDIES.get(kind) if kind is not None else kind_of(study)
+    if not isinstance(study, entry.spec_type):
+        raise PrunelabError(
+            f"study kind {entry.name!r} takes a {entry.spec_type.__name__}, got {type(study).__name__}"
+        )
+    specs = entry.runs(study)
+    # Written first, so `prunelab report` can rebuild a partial study's report after a kill.
+    out = record_study(study, entry.name, runs_dir, report_dir, [s.run_name() for s in specs], plugins)
+    results = run_specs(
+        specs,
+        runs_dir,
+        workers=workers,
+        data_dir=data_dir,
+        device=device,
+        force=force,
+        progress=progress,
+        plugins=plugins,
+        description=str(getattr(study, "name", entry.name)),
+    )
+    summary = entry.summarize(study, {s.run_hash(): r or None for s, r in zip(specs, results, strict=True)})
+    return summary, entry.report(summary, out)
+
+
+def load_study(report_dir: str | Path) -> tuple[StudyKind, Any, dict[str, Any]]:
+    """The kind, the validated study and the raw record of the ``study.json`` in ``report_dir``."""
+    path = Path(report_dir) / STUDY_FILE
+    if not path.is_file():
+        raise PrunelabError(f"no {STUDY_FILE} in {str(report_dir)!r}")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PrunelabError(f"{str(path)!r} is not valid JSON ({exc})") from None
+    kind = STUDIES.get(str(payload.get("kind", "sanity")))
+    return kind, parse_model(kind.spec_type, payload.get("study"), str(path)), payload
+
+
+def rebuild_report(report_dir: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """Rewrite the report in ``report_dir`` from its ``study.json`` and the stored runs, without
+    training (unfinished runs are reported as missing). Plugins the study needs must be loaded.
+
+    Returns the path of ``report.html``.
+    """
+    kind, study, payload = load_study(report_dir)
+    root = (
+        Path(runs_dir)
+        if runs_dir is not None
+        else Path(payload.get("runs_dir") or Path(report_dir).parent.parent)
+    )
+    store = RunStore(root)
+    specs = kind.runs(study)
+    summary = kind.summarize(study, {s.run_hash(): store.result(s) for s in specs})
+    return kind.report(summary, Path(report_dir))

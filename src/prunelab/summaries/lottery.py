@@ -1,0 +1,16 @@
+"""What the lottery-ticket study (Liu et al. 2019, Section 6) found: one sanity summary per lr."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prunelab.spec.studies import LotteryStudy
+from prunelab.summaries.sanity import SanitySummary
+
+
+@dataclass
+class LotterySummary:
+    """One sanity summary per learning rate."""
+
+    study: LotteryStudy
+    per_lr: list[tuple[float, SanitySummary]]
