@@ -17,14 +17,10 @@ import torch
 import prunelab
 from prunelab import provenance as prov_module
 from prunelab.provenance import PROVENANCE_KEYS, cpu_name, git_state, provenance
-from prunelab.report.provenance import (
-    format_duration,
-    provenance_html,
-    provenance_markdown,
-    provenance_summary,
-)
+from prunelab.report.provenance import format_duration, provenance_html, provenance_markdown
 from prunelab.spec import DataSpec, PruningSpec, RunSpec
 from prunelab.store import RunStore
+from prunelab.summaries.provenance import provenance_summary
 from prunelab.training.config import TrainConfig
 
 SPEC = RunSpec(

@@ -2,7 +2,7 @@
 
 from prunelab.pruning.allocation import ALLOCATIONS, allocate, like_mask, register_allocation, select_top
 from prunelab.pruning.api import prune, resolve_checks
-from prunelab.pruning.checks import CHECKS
+from prunelab.pruning.checks import CHECKS, Check, register_check
 from prunelab.pruning.mask import LayerDensity, Mask
 from prunelab.pruning.methods import METHODS, Method, register_method
 from prunelab.pruning.prunable import Layer, PrunableSet, all_weight_layers, prunable_layers
@@ -12,6 +12,7 @@ __all__ = [
     "ALLOCATIONS",
     "CHECKS",
     "METHODS",
+    "Check",
     "Layer",
     "LayerDensity",
     "Mask",
@@ -24,6 +25,7 @@ __all__ = [
     "prunable_layers",
     "prune",
     "register_allocation",
+    "register_check",
     "register_method",
     "resolve_checks",
     "select_top",

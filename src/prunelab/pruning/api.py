@@ -13,23 +13,14 @@ from torch import Tensor, nn
 
 from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError, check_density
-from prunelab.models.registry import fresh_twin, model_family
+from prunelab.models.registry import model_family
 from prunelab.pruning.allocation import AllocationFn, allocate, like_mask, select_top
-from prunelab.pruning.checks import (
-    CHECKS,
-    DATA_TRANSFORMS,
-    Check,
-    effective_fan_reinit,
-    invert_scores,
-    reinitialise,
-)
-from prunelab.pruning.checks import shuffle_mask as shuffle_mask_fn
-from prunelab.pruning.checks import shuffle_weights as shuffle_weights_fn
+from prunelab.pruning.checks import CHECKS, Check
 from prunelab.pruning.mask import Mask
 from prunelab.pruning.methods import METHODS, Method
 from prunelab.pruning.prunable import Layer, PrunableSet, prunable_layers
 from prunelab.pruning.scores import Batch, ScoreContext
-from prunelab.seeding import derive_seed, generator
+from prunelab.seeding import generator
 
 #: What ``prune(data=...)`` accepts: a bundle (N per class are drawn), an ``(inputs, targets)``
 #: pair (scored exactly), or any iterable of such batches, e.g. a DataLoader.
@@ -117,7 +108,7 @@ def compute_mask(
     input_shape: tuple[int, ...],
     options: Mapping[str, Any],
     mask_generator: torch.Generator,
-    invert: bool = False,
+    checks: Sequence[Check] = (),
     last_layer_density: float | None = None,
     within: Mask | None = None,
 ) -> Mask:
@@ -126,6 +117,7 @@ def compute_mask(
     Each round scores a private copy of ``model`` with the current mask applied; pruned weights
     get score ``-inf`` so they stay pruned; round ``r`` of ``R`` allocates density ``d**(r/R)``.
     ``within`` (an earlier IMP round's mask) is the starting mask: what it pruned stays pruned.
+    The score transforms of ``checks`` apply, in order, to each round's scores before that masking.
     """
     rounds = int(options.get("rounds", 1))
     family = model_family(model)
@@ -145,8 +137,9 @@ def compute_mask(
                 raise PrunelabError(
                     f"method {method.name!r} returned no score of shape {layer.shape} for {layer.name!r}"
                 )
-        if invert:
-            scores = invert_scores(scores)
+        for c in checks:
+            if c.scores is not None:
+                scores = c.scores(scores)
         if r > 1 or within is not None:
             scores = {
                 n: torch.where(
@@ -184,7 +177,7 @@ def prune(
 
     Args:
         model: the network; its pruned weights are set to zero in place. Weight-stage checks
-            (``shuffle_weights``, ``reinit``) also rewrite its kept weights.
+            also rewrite its kept weights.
         method: a registered method name (``prunelab methods`` lists them).
         density: kept fraction of the prunable weights, in (0, 1].
         data: scoring data for data-dependent methods: a DataBundle (``samples_per_class`` per
@@ -192,7 +185,9 @@ def prune(
             DataLoader.
         allocation: a registered allocation name, ``"like:PATH"`` or a Mask (copy its per-layer
             counts), or a callable; ``None`` means the method's paper default.
-        check: sanity check name(s) to apply (a name, a comma-separated string or a list).
+        check: sanity check name(s) to apply (a name, a comma-separated string or a list). Data
+            checks apply in the order given, then score and mask checks in the order given, then
+            weight checks in registry order.
         seed: run seed; every random source derives its own stream from it.
         prunable: the prunable-set policy (default: every conv and linear weight).
         options: method options, e.g. ``{"rounds": 10}`` or ``{"samples_per_class": 5}``.
@@ -224,7 +219,7 @@ def prune(
 
     batches: list[Batch] | None = None
     num_classes: int | None = None
-    data_checks = [c for c in checks if c.stage == "data"]
+    data_checks = [c for c in checks if c.data is not None]
     if entry.needs_data:
         if data is None:
             raise PrunelabError(f"method {entry.name!r} scores on data: pass data=...")
@@ -238,7 +233,8 @@ def prune(
         assert batches is not None
         classes = num_classes or int(max(int(y.max()) for _, y in batches)) + 1
         for c in data_checks:
-            batches = DATA_TRANSFORMS[c.name](batches, classes, check_gen)
+            assert c.data is not None
+            batches = c.data(batches, classes, check_gen)
 
     mask = compute_mask(
         model,
@@ -250,12 +246,13 @@ def prune(
         input_shape=_input_shape(model, batches, input_shape),
         options=opts,
         mask_generator=generator(seed, "mask"),
-        invert=any(c.name == "invert" for c in checks),
+        checks=checks,
         last_layer_density=policy.last_layer_density,
         within=within,
     )
-    if any(c.name == "shuffle_mask" for c in checks):
-        mask = shuffle_mask_fn(mask, check_gen)
+    for c in checks:
+        if c.mask is not None:
+            mask = c.mask(mask, check_gen)
     apply_weight_checks(model, mask, checks, seed, check_gen)
     mask.apply_(model)
     return mask
@@ -268,14 +265,27 @@ def apply_weight_checks(
     seed: int,
     check_generator: torch.Generator | None = None,
 ) -> None:
-    """Apply the weight-stage checks among ``checks`` (reinit, reinit_fan, shuffle_weights) to
-    ``model`` in place; the others are ignored. Used on the weights a run actually trains, which
-    for a rewound ticket are not the weights that were scored."""
-    names = {c.name for c in checks}
-    check_gen = check_generator or generator(seed, "check")
-    if "reinit" in names:
-        reinitialise(model, fresh_twin(model, derive_seed(seed, "reinit")))
-    if "reinit_fan" in names:
-        effective_fan_reinit(model, mask, generator(seed, "reinit"))
-    if "shuffle_weights" in names:
-        shuffle_weights_fn(model, mask, check_gen)
+    """Apply the weight-stage checks among ``checks`` to ``model`` in place; the others are ignored.
+
+    They run in registry order (unregistered ones last, in the order given), each once, whatever
+    the order of ``checks``. Used on the weights a run actually trains, which for a rewound ticket
+    are not the weights that were scored.
+
+    Args:
+        model: the network whose weights are rewritten.
+        mask: the pruning mask (True = kept).
+        checks: resolved checks (see :func:`resolve_checks`).
+        seed: the run seed; a check derives its own streams from it.
+        check_generator: the run's ``check`` stream as already advanced by earlier stages;
+            default: a fresh one from ``seed``.
+    """
+    check_gen = check_generator if check_generator is not None else generator(seed, "check")
+    order = {name: i for i, name in enumerate(CHECKS.names())}
+    weight_checks: list[Check] = []
+    for c in checks:
+        if c.weights is not None and all(c.name.lower() != w.name.lower() for w in weight_checks):
+            weight_checks.append(c)
+    weight_checks.sort(key=lambda c: order.get(c.name.lower(), len(order)))  # stable: given order last
+    for c in weight_checks:
+        assert c.weights is not None
+        c.weights(model, mask, seed, check_gen)

@@ -11,12 +11,18 @@ check                     stage        what it destroys
 ``random_pixels``         data         random labels, and each example's values permuted
 ``invert``                scores       the ranking: prune the highest-scoring weights instead
 ``shuffle_mask``          mask         positions: each layer's mask randomly permuted
-``shuffle_weights``       weights      which surviving weight sits where: kept values permuted
-                                       among the kept positions of each layer
 ``reinit``                weights      the initial values: fresh initialisation, same mask
 ``reinit_fan``            weights      the initial values: fresh He init scaled by each
                                        layer's *effective* fan-in (Liu et al. 2019 control)
+``shuffle_weights``       weights      which surviving weight sits where: kept values permuted
+                                       among the kept positions of each layer
 ========================  ===========  =====================================================
+
+A check is a :class:`Check` carrying exactly one transform, for its stage; :func:`register_check`
+makes it usable everywhere a built-in is (``prune(check=...)``, specs, studies, the CLI).
+:func:`prunelab.pruning.api.prune` applies data checks in the order given, then score checks and
+mask checks in the order given, then weight checks in registry order (here: reinit, reinit_fan,
+shuffle_weights), whatever the order given: a re-initialisation after a shuffle would undo it.
 
 All check randomness comes from the run's ``check`` stream (and ``reinit`` for re-initialisation).
 """
@@ -30,43 +36,78 @@ import torch
 from torch import Tensor, nn
 
 from prunelab.data.bundle import DataBundle
+from prunelab.errors import PrunelabError, invalid_choice
+from prunelab.models.registry import fresh_twin
 from prunelab.pruning.mask import Mask
 from prunelab.pruning.scores import Batch
 from prunelab.registry import Registry
+from prunelab.seeding import derive_seed
+from prunelab.seeding import generator as stream
+
+#: Scoring batches, the class count and the run's ``check`` generator -> the corrupted batches.
+DataTransform = Callable[[list[Batch], int, torch.Generator], list[Batch]]
+#: Per-layer scores -> transformed scores (higher = kept), before allocation.
+ScoreTransform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+#: The mask and the run's ``check`` generator -> the transformed mask.
+MaskTransform = Callable[[Mask, torch.Generator], Mask]
+#: Model, mask, run seed and the run's ``check`` generator; edits the model's weights in place.
+WeightTransform = Callable[[nn.Module, Mask, int, torch.Generator], None]
+
+STAGES = ("data", "scores", "mask", "weights")
 
 
 @dataclass(frozen=True)
 class Check:
-    """A sanity check: a stage name and its transform. Unused hooks are identity.
+    """A sanity check: exactly one transform, which also names its stage.
 
     Attributes:
-        stage: ``"data"``, ``"scores"``, ``"mask"`` or ``"weights"``.
-        needs_data: the check only makes sense for methods that score on data.
+        name: registry name.
         description: one line for listings and reports.
+        data: corrupts the scoring batches (and, via :func:`corrupt_training_data`, a trunk's
+            whole training split).
+        scores: transforms the scores before allocation.
+        mask: transforms the mask after allocation.
+        weights: rewrites the weights of the pruned model in place; it gets the run seed so it
+            can derive its own stream where the shared ``check`` generator is not wanted.
     """
 
     name: str
-    stage: str
-    needs_data: bool
-    description: str
+    description: str = ""
+    data: DataTransform | None = None
+    scores: ScoreTransform | None = None
+    mask: MaskTransform | None = None
+    weights: WeightTransform | None = None
+
+    def __post_init__(self) -> None:
+        given = [stage for stage in STAGES if getattr(self, stage) is not None]
+        if len(given) != 1:
+            raise PrunelabError(
+                f"check {self.name!r} must set exactly one of {', '.join(STAGES)}; got {given or 'none'}"
+            )
+
+    @property
+    def stage(self) -> str:
+        """``"data"``, ``"scores"``, ``"mask"`` or ``"weights"``: the one transform that is set."""
+        return next(stage for stage in STAGES if getattr(self, stage) is not None)
+
+    @property
+    def needs_data(self) -> bool:
+        """The check only makes sense for methods that score on data."""
+        return self.data is not None
 
 
 CHECKS: Registry[Check] = Registry("check")
-for _check in (
-    Check("random_labels", "data", True, "scoring batch labels replaced by uniformly random classes"),
-    Check("random_pixels", "data", True, "random labels and every example's values randomly permuted"),
-    Check("invert", "scores", False, "scores inverted: the highest-scoring weights are pruned"),
-    Check("shuffle_mask", "mask", False, "each layer's mask randomly permuted (per-layer counts kept)"),
-    Check("shuffle_weights", "weights", False, "kept weights permuted among each layer's kept positions"),
-    Check("reinit", "weights", False, "weights re-initialised from a fresh seed, same mask"),
-    Check(
-        "reinit_fan",
-        "weights",
-        False,
-        "fresh He init with each layer's effective fan-in (kept weights per output unit), same mask",
-    ),
-):
-    CHECKS.add(_check.name, _check)
+
+
+def register_check(check: Check, *, overwrite: bool = False) -> Check:
+    """Register ``check`` under its name; it then works wherever a built-in check does.
+
+    Weight checks run in registration order, after the built-ins. Returns ``check``.
+
+    Raises:
+        PrunelabError: if the name is taken and ``overwrite`` is false.
+    """
+    return CHECKS.add(check.name, check, overwrite=overwrite)
 
 
 def random_labels(batches: list[Batch], num_classes: int, generator: torch.Generator) -> list[Batch]:
@@ -141,24 +182,57 @@ def effective_fan_reinit(model: nn.Module, mask: Mask, generator: torch.Generato
         param.copy_((noise * (2.0 / fan) ** 0.5).to(param.device, param.dtype) * keep)
 
 
+def _reinit_weights(model: nn.Module, mask: Mask, seed: int, check_generator: torch.Generator) -> None:
+    reinitialise(model, fresh_twin(model, derive_seed(seed, "reinit")))
+
+
+def _reinit_fan_weights(model: nn.Module, mask: Mask, seed: int, check_generator: torch.Generator) -> None:
+    effective_fan_reinit(model, mask, stream(seed, "reinit"))
+
+
+def _shuffle_weights(model: nn.Module, mask: Mask, seed: int, check_generator: torch.Generator) -> None:
+    shuffle_weights(model, mask, check_generator)
+
+
+# Weight checks run in this order (see the module docstring), so reinit* precede shuffle_weights.
+for _check in (
+    Check("random_labels", "scoring batch labels replaced by uniformly random classes", data=random_labels),
+    Check("random_pixels", "random labels and every example's values randomly permuted", data=random_pixels),
+    Check("invert", "scores inverted: the highest-scoring weights are pruned", scores=invert_scores),
+    Check("shuffle_mask", "each layer's mask randomly permuted (per-layer counts kept)", mask=shuffle_mask),
+    Check("reinit", "weights re-initialised from a fresh seed, same mask", weights=_reinit_weights),
+    Check(
+        "reinit_fan",
+        "fresh He init with each layer's effective fan-in (kept weights per output unit), same mask",
+        weights=_reinit_fan_weights,
+    ),
+    Check(
+        "shuffle_weights", "kept weights permuted among each layer's kept positions", weights=_shuffle_weights
+    ),
+):
+    register_check(_check)
+del _check
+
+
 def corrupt_training_data(data: DataBundle, kind: str, generator: torch.Generator) -> DataBundle:
     """The bundle with its *training* split corrupted once and for all; the test split is kept.
 
-    ``"random_labels"``: every training label replaced by a uniformly random class, fixed per
-    example (Su et al.'s ``CIFAR10RandomLabels`` with corrupt_prob 1). ``"random_pixels"``: random
-    labels, and each training example's values permuted by its own fixed permutation (across
-    channels too). This is what a trained-weights ticket's trunk trains on under a data check.
+    ``kind`` names a data check, whose transform is applied to the whole training split at once:
+    ``"random_labels"`` replaces every training label by a uniformly random class, fixed per
+    example (Su et al.'s ``CIFAR10RandomLabels`` with corrupt_prob 1); ``"random_pixels"`` also
+    permutes each training example's values by its own fixed permutation (across channels too).
+    This is what a trained-weights ticket's trunk trains on under a data check.
+
+    Raises:
+        PrunelabError: if ``kind`` is not a registered data check.
     """
-    if kind not in DATA_TRANSFORMS:
-        raise ValueError(f"unknown corruption {kind!r}; valid choices: {', '.join(DATA_TRANSFORMS)}")
-    x, y = DATA_TRANSFORMS[kind]([(data.train_x.cpu(), data.train_y.cpu())], data.num_classes, generator)[0]
+    check = CHECKS.get(kind) if kind in CHECKS else None
+    if check is None or check.data is None:
+        raise invalid_choice("corruption", kind, [name for name, c in CHECKS.items() if c.data is not None])
+    x, y = check.data([(data.train_x.cpu(), data.train_y.cpu())], data.num_classes, generator)[0]
     return replace(
         data,
         train_x=x.to(data.device),
         train_y=y.to(data.device),
         info={**data.info, "training_corruption": kind},
     )
-
-
-DataTransform = Callable[[list[Batch], int, torch.Generator], list[Batch]]
-DATA_TRANSFORMS: dict[str, DataTransform] = {"random_labels": random_labels, "random_pixels": random_pixels}

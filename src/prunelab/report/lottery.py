@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 
 from prunelab.report.files import atomic_csv, write_text_atomic
 from prunelab.report.plots import _STYLE
+from prunelab.report.provenance import provenance_html, provenance_markdown
 from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _p, _pct, _pp
 from prunelab.summaries.lottery import LotterySummary
 from prunelab.summaries.sanity import SanitySummary
@@ -177,6 +178,7 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         "![winning ticket vs random re-init](winning_vs_random.png)",
         "",
     ]
+    md += ["", provenance_markdown(summary.provenance)]
     write_text_atomic(out / "report.md", "\n".join(md))
     image = base64.b64encode(figure.read_bytes()).decode()
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -187,7 +189,7 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
 <h2>At a glance</h2><div class="headline"><ul>{"".join(f'<li class="{cls}">{_inline_markdown(text)}</li>' for text, cls in verdicts)}</ul></div>
 <h2>Accuracy against density</h2><img src="data:image/png;base64,{image}">
 <h2>Test accuracy (%) per IMP level</h2>{_html_table(header, rows)}
-</body></html>"""
+{provenance_html(summary.provenance)}</body></html>"""
     write_text_atomic(out / "report.html", page)
     with atomic_csv(out / "levels.csv") as writer:
         writer.writerow(["lr", "variant", "density", "n", "mean_acc", "ci_half"])

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from prunelab.report.files import atomic_csv, write_text_atomic  # noqa: E402
+from prunelab.report.provenance import provenance_html, provenance_markdown
 from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table  # noqa: E402
 from prunelab.summaries.rethinking import (  # noqa: E402
     ROW_LABELS,
@@ -310,6 +311,7 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
         md += [_md_table(header, rows), ""]
     md += ["## Plots", "", "![accuracy per protocol](accuracy_by_protocol.png)", ""]
     md += ["![speedup against FLOPs reduction](speedup_vs_flops.png)", ""]
+    md += ["", provenance_markdown(summary.provenance)]
     write_text_atomic(out / "report.md", "\n".join(md))
 
     images = {name: base64.b64encode(p.read_bytes()).decode() for name, p in figures.items()}
@@ -338,7 +340,7 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
 <img src="data:image/png;base64,{images["accuracy_by_protocol.png"]}">
 {"".join(sections)}
 <h2>Fewer FLOPs, faster?</h2><img src="data:image/png;base64,{images["speedup_vs_flops.png"]}">
-</body></html>"""
+{provenance_html(summary.provenance)}</body></html>"""
     write_text_atomic(out / "report.html", page)
 
     with atomic_csv(out / "accuracy.csv") as writer:

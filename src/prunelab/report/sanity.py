@@ -14,6 +14,7 @@ from pathlib import Path
 from prunelab.pruning.methods import METHODS
 from prunelab.report import plots
 from prunelab.report.files import atomic_csv, write_text_atomic
+from prunelab.report.provenance import provenance_html, provenance_markdown
 from prunelab.spec.studies import SanityStudy
 from prunelab.summaries.sanity import SanitySummary, Verdict, ticket_family
 from prunelab.summaries.stats import SIGNIFICANCE, Estimate
@@ -215,6 +216,7 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
         "![per-layer densities](layer_densities.png)",
         "",
     ]
+    md += ["", provenance_markdown(summary.provenance)]
     write_text_atomic(out / "report.md", "\n".join(md))
 
     classes = [
@@ -236,7 +238,7 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
 {_html_table(acc_header, acc_rows)}
 <h2>What each check does</h2><img src="data:image/png;base64,{images["check_effects.png"]}">
 <h2>Per-layer densities of each method's mask</h2><img src="data:image/png;base64,{images["layer_densities.png"]}">
-</body></html>"""
+{provenance_html(summary.provenance)}</body></html>"""
     write_text_atomic(out / "report.html", page)
 
     with atomic_csv(out / "cells.csv") as writer:

@@ -21,6 +21,7 @@ from prunelab.spec.studies import LotteryStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
 from prunelab.studies.sanity import study_runs, summarize
 from prunelab.summaries.lottery import LotterySummary
+from prunelab.summaries.provenance import provenance_summary
 
 
 def lottery_runs(study: LotteryStudy) -> list[RunSpec]:
@@ -34,7 +35,11 @@ def lottery_runs(study: LotteryStudy) -> list[RunSpec]:
 
 def summarize_lottery(study: LotteryStudy, results: Mapping[str, dict[str, Any] | None]) -> LotterySummary:
     """Summaries per lr from finished results keyed by run hash (a missing key = not finished)."""
-    return LotterySummary(study, [(lr, summarize(study.at_lr(lr), results)) for lr in study.learning_rates])
+    return LotterySummary(
+        study,
+        [(lr, summarize(study.at_lr(lr), results)) for lr in study.learning_rates],
+        provenance=provenance_summary(results.get(spec.run_hash()) for spec in lottery_runs(study)),
+    )
 
 
 def _conclusions(summary: LotterySummary) -> list[str]:

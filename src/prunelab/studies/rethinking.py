@@ -27,6 +27,7 @@ from prunelab.report.rethinking import write_rethinking_report
 from prunelab.spec.structured import STAGES, Stage, StructuredRunSpec
 from prunelab.spec.studies import MethodSpec, RethinkingStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
+from prunelab.summaries.provenance import provenance_summary
 from prunelab.summaries.rethinking import ROWS, Comparison, MethodSummary, RethinkingSummary
 from prunelab.summaries.stats import mean_ci, paired_test
 from prunelab.training.protocols import PROTOCOLS
@@ -172,7 +173,12 @@ def summarize(study: RethinkingStudy, results: Mapping[str, dict[str, Any] | Non
                 architecture=found.architecture,
             )
         )
-    return RethinkingSummary(study=study, methods=summaries, missing=missing)
+    return RethinkingSummary(
+        study=study,
+        methods=summaries,
+        missing=missing,
+        provenance=provenance_summary(results.get(run.spec.run_hash()) for run in runs),
+    )
 
 
 def _conclusions(summary: RethinkingSummary) -> list[str]:

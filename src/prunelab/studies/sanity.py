@@ -17,6 +17,7 @@ from prunelab.report.sanity import write_sanity_report
 from prunelab.spec import PruningSpec, RunSpec
 from prunelab.spec.studies import SanityStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
+from prunelab.summaries.provenance import provenance_summary
 from prunelab.summaries.sanity import Cell, SanitySummary, Variant, Verdict
 from prunelab.summaries.stats import mean_ci, paired_test
 
@@ -183,6 +184,7 @@ def summarize(study: SanityStudy, results: Mapping[str, dict[str, Any] | None]) 
         missing=found.missing,
         ticket_comparison=_ticket_comparison(study, found.acc),
         collapsed=found.collapsed,
+        provenance=provenance_summary(results.get(run.spec.run_hash()) for run in study_runs(study)),
     )
 
 

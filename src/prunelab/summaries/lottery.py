@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prunelab.spec.studies import LotteryStudy
 from prunelab.summaries.sanity import SanitySummary
@@ -14,3 +15,5 @@ class LotterySummary:
 
     study: LotteryStudy
     per_lr: list[tuple[float, SanitySummary]]
+    #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
+    provenance: dict[str, Any] = field(default_factory=dict)

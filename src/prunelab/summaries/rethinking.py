@@ -96,6 +96,8 @@ class RethinkingSummary:
     methods: list[MethodSummary]
     missing: int = 0
     notes: list[str] = field(default_factory=list)
+    #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def latency_ms(record: dict[str, Any]) -> float:

@@ -93,6 +93,8 @@ class SanitySummary:
     ticket_comparison: list[dict[str, Any]] = field(default_factory=list)
     #: (variant label, density) -> layers left with no weight at all (layer collapse), any seed
     collapsed: dict[tuple[str, float], list[str]] = field(default_factory=dict)
+    #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def cell(self, label: str, density: float) -> Cell | None:
         for c in self.cells:

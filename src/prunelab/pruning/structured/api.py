@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError, invalid_choice
 from prunelab.pruning.mask import Mask
-from prunelab.pruning.prunable import PrunableSet
 from prunelab.pruning.structured.architecture import (
     architecture_of,
     build_architecture,
@@ -22,21 +20,24 @@ from prunelab.pruning.structured.architecture import (
     pruned_architecture,
     save_state,
 )
-from prunelab.pruning.structured.blocks import folded_state, kept_blocks
 from prunelab.pruning.structured.channels import (
     ChannelLayer,
     channel_layers,
     dependency_graph,
-    keep_count,
     remove_channels,
-    top_k,
 )
-from prunelab.pruning.structured.criteria import l1_filter_norms, l2_filter_norms, slimming_keep
-from prunelab.pruning.structured.methods import STRUCTURED_METHODS
-from prunelab.pruning.structured.reconstruction import select_by_data
-from prunelab.seeding import generator
+from prunelab.pruning.structured.methods import STRUCTURED_METHODS, PruneFn, StructuredData
 
-__all__ = ["PrunedModel", "build_architecture", "load_pruned", "prune_structured", "save_pruned"]
+__all__ = [
+    "KeepFn",
+    "PrunedModel",
+    "build_architecture",
+    "channel_method",
+    "load_pruned",
+    "prune_channels",
+    "prune_structured",
+    "save_pruned",
+]
 
 
 @dataclass
@@ -69,100 +70,76 @@ def _predefined(model: nn.Module, config: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in entry.keep_counts(model).items()}
 
 
-def _predefined_counts(model: nn.Module, layers: list[ChannelLayer], config: str) -> dict[str, int]:
-    """Keep counts of a predefined configuration, checked against the model's prunable convs."""
-    counts = _predefined(model, config)
-    sizes = {layer.conv: layer.channels for layer in layers}
-    for name, count in counts.items():
-        if name not in sizes:
-            raise PrunelabError(
-                f"configuration {config!r} prunes {name!r}, which is not a prunable conv of this model"
-            )
-        if not 1 <= int(count) <= sizes[name]:
-            raise PrunelabError(
-                f"configuration {config!r} keeps {count} of {sizes[name]} filters of {name!r}"
-            )
-    return {layer.conv: int(counts.get(layer.conv, layer.channels)) for layer in layers}
+#: ``(working copy, its prunable convs, resolved options, data, seed) -> kept filter indices per
+#: prunable conv`` (a conv left out keeps all its filters). It may edit the working copy.
+KeepFn = Callable[[nn.Module, list[ChannelLayer], dict[str, Any], StructuredData, int], dict[str, list[int]]]
 
 
-def _keep_counts(model: nn.Module, layers: list[ChannelLayer], options: Mapping[str, Any]) -> dict[str, int]:
-    if options.get("config"):
-        return _predefined_counts(model, layers, str(options["config"]))
-    return {layer.conv: keep_count(layer.channels, float(options["ratio"])) for layer in layers}
+def prune_channels(
+    model: nn.Module,
+    keep: KeepFn,
+    options: Mapping[str, Any],
+    data: StructuredData = None,
+    seed: int = 0,
+) -> PrunedModel:
+    """The shared scaffolding of channel methods: ``keep`` chooses, this removes.
 
+    Checks the model family (and a ``config`` option, before the slow tracing), traces a deep copy
+    of ``model``, asks ``keep`` which filters of each prunable conv to keep, removes the others with
+    torch-pruning (slicing the BN after them and the next layer's inputs too) and checks that the
+    pruned architecture rebuilds to the same state-dict shapes. ``model`` is not modified.
 
-def _sample_inputs(data: DataBundle | tuple[Tensor, Tensor] | None, per_class: int, seed: int) -> Tensor:
-    if isinstance(data, DataBundle):
-        return data.per_class_sample(per_class, generator(seed, "scoring_data"))[0]
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Tensor):
-        return data[0]
-    raise PrunelabError(
-        f"data must be a DataBundle or an (inputs, targets) tuple of tensors, got {type(data).__name__}"
-    )
-
-
-def _weight_level(model: nn.Module, options: Mapping[str, Any], seed: int) -> PrunedModel:
-    from prunelab.pruning.api import prune
-
-    work = copy.deepcopy(model)
-    mask = prune(
-        work,
-        "magnitude",
-        float(options["density"]),
-        allocation="global",
-        prunable=PrunableSet(scope="conv"),
-        seed=seed,
-    )
-    return PrunedModel(work, architecture_of(model), mask, {})
-
-
-def _sss(model: nn.Module, options: Mapping[str, Any]) -> PrunedModel:
-    kept = kept_blocks(model, float(options["threshold"]))
-    state = folded_state(model, kept)
+    Args:
+        model: the trained large registry model.
+        keep: the method's selection (see :data:`KeepFn`).
+        options: the method's resolved options, handed to ``keep``.
+        data: handed to ``keep``.
+        seed: run seed, handed to ``keep``.
+    """
     base = architecture_of(model)
-    options_out = dict(base["options"])
-    options_out["blocks"] = [len(kept[stage]) for stage in ("layer1", "layer2", "layer3")]
-    old_widths = [
-        int(getattr(model, s)[i].conv1.out_channels) for s in ("layer1", "layer2", "layer3") for i in kept[s]
-    ]
-    options_out["widths"] = old_widths
-    architecture = {**base, "options": options_out}
-    pruned = build_architecture(architecture, seed=0)
-    pruned.load_state_dict(state, strict=True)
-    pruned.to(next(model.parameters()).device).train(model.training)
-    return PrunedModel(pruned, architecture, None, kept)
+    pruned_architecture(model, base)  # fails early, with a clear message, for unsupported families
+    if options.get("config"):
+        _predefined(model, str(options["config"]))  # a wrong model fails before the slow tracing
+    work = copy.deepcopy(model)
+    graph = dependency_graph(work)
+    layers = channel_layers(work, graph)
+    kept = keep(work, layers, dict(options), data, seed)
+    remove_channels(work, kept, graph)
+    architecture = pruned_architecture(work, base)
+    object.__setattr__(
+        work, "prunelab_build", {**architecture, "input_shape": tuple(architecture["input_shape"])}
+    )
+    check_loadable(work, architecture)
+    return PrunedModel(work, architecture, None, kept)
+
+
+def channel_method(keep: KeepFn) -> PruneFn:
+    """A :attr:`StructuredMethod.prune` function for a channel method given only its ``keep``."""
+
+    def prune(model: nn.Module, options: dict[str, Any], data: StructuredData, seed: int) -> PrunedModel:
+        return prune_channels(model, keep, options, data, seed)
+
+    return prune
 
 
 def prune_structured(
     model: nn.Module,
     method: str,
     *,
-    data: DataBundle | tuple[Tensor, Tensor] | None = None,
+    data: StructuredData = None,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
 ) -> PrunedModel:
     """Prune a trained large registry model with structured ``method``; ``model`` is not modified.
 
-    Channel methods score each independently prunable conv (every conv of a VGG or small CNN; each
-    ResNet block's ``conv1``) and remove the unkept filters with torch-pruning, which slices the BN
-    after them and the next layer's input channels too:
-
-    - ``l1norm``: keep the ``keep_count(C, ratio)`` filters of largest ``sum |W|`` per conv, or the
-      counts of predefined configuration ``config`` (e.g. ``"vgg16-a"``; convs it omits stay dense).
-    - ``slimming``: one global threshold over the |gamma| of the prunable convs' BNs (needs BN).
-    - ``thinet`` / ``regression``: data-driven, layer by layer (see :mod:`.reconstruction`); ``data``
-      is a DataBundle (``samples_per_class`` per class drawn with the run's ``scoring_data`` stream)
-      or an ``(inputs, targets)`` tuple.
-    - ``sfp``: keep the ``keep_count(C, ratio)`` filters of largest L2 norm per conv (after SFP
-      training these are the ones not zeroed).
-    - ``sss``: remove the blocks whose factor ``|lambda| <= threshold`` (the model must have been
-      trained with ``large_model_hooks('sss', ...)``).
-    - ``weight_level``: global magnitude mask over conv weights at ``density``; same-shape model.
+    Looks ``method`` up in :data:`STRUCTURED_METHODS` and calls its ``prune`` function with the
+    resolved options (the built-ins are described in :mod:`.builtin`).
 
     Args:
         model: the trained large model, built by :func:`prunelab.build_model`.
         method: a :data:`STRUCTURED_METHODS` name.
-        data: sampled training data for ThiNet and regression.
+        data: sampled training data for the methods that need it (ThiNet, regression): a
+            DataBundle or an ``(inputs, targets)`` tuple.
         seed: run seed (data sample and sampled locations derive their streams from it).
         options: method options; unknown names raise, defaults fill the rest.
 
@@ -171,58 +148,10 @@ def prune_structured(
     """
     entry = STRUCTURED_METHODS.get(method)
     opts = entry.resolve_options(options)
-    base = architecture_of(model)
+    architecture_of(model)  # every method needs a registry model: say so before anything else
     if entry.needs_data and data is None:
         raise PrunelabError(f"structured method {entry.name!r} selects channels on data: pass data=...")
-    if entry.kind == "weight":
-        return _weight_level(model, opts, seed)
-    if entry.kind == "block":
-        return _sss(model, opts)
-    pruned_architecture(model, base)  # fails early, with a clear message, for unsupported families
-    if opts.get("config"):
-        _predefined(model, str(opts["config"]))  # a wrong model fails before the slow tracing
-    work = copy.deepcopy(model)
-    graph = dependency_graph(work)
-    layers = channel_layers(work, graph)
-    modules = dict(work.named_modules())
-    keep: dict[str, list[int]]
-    if entry.name in ("l1norm", "sfp"):
-        counts = (
-            _keep_counts(work, layers, opts)
-            if entry.name == "l1norm"
-            else {layer.conv: keep_count(layer.channels, float(opts["ratio"])) for layer in layers}
-        )
-        score = l1_filter_norms if entry.name == "l1norm" else l2_filter_norms
-        keep = {layer.conv: top_k(score(modules[layer.conv].weight), counts[layer.conv]) for layer in layers}
-    elif entry.name == "slimming":
-        with_bn = [layer for layer in layers if layer.bn is not None]
-        if not with_bn:
-            raise PrunelabError(
-                f"network slimming needs BatchNorm after the prunable convs; model {base['name']!r} has none "
-                "(build cnn1d/cnn2d with bn=true)"
-            )
-        gammas = {str(layer.bn): modules[str(layer.bn)].weight for layer in with_bn}
-        by_bn, _ = slimming_keep(gammas, float(opts["percent"]), int(opts["min_channels"]))
-        keep = {layer.conv: by_bn[str(layer.bn)] for layer in with_bn}
-    else:
-        x = _sample_inputs(data, int(opts["samples_per_class"]), seed).to(next(work.parameters()).device)
-        chosen = select_by_data(
-            work,
-            layers,
-            _keep_counts(work, layers, opts),
-            x,
-            method=entry.name,
-            positions=int(opts["positions"]),
-            generator=generator(seed, "mask"),
-        )
-        keep = {layer.conv: chosen.get(layer.conv, list(range(layer.channels))) for layer in layers}
-    remove_channels(work, keep, graph)
-    architecture = pruned_architecture(work, base)
-    object.__setattr__(
-        work, "prunelab_build", {**architecture, "input_shape": tuple(architecture["input_shape"])}
-    )
-    check_loadable(work, architecture)
-    return PrunedModel(work, architecture, None, keep)
+    return entry.prune(model, opts, data, seed)
 
 
 def save_pruned(path: Path, pruned: PrunedModel) -> None:

@@ -14,6 +14,9 @@
   ReLU'(0) = 0, those filters receive no gradient, so the same set stays zeroed.
 - every other method: nothing.
 
+Each is the ``training_hooks`` of its :class:`~prunelab.pruning.structured.StructuredMethod`
+(:func:`slimming_hooks`, :func:`sss_hooks`, :func:`sfp_hooks`).
+
 Plug them into :func:`prunelab.training.trainer.train` as ``after_backward=hooks.after_backward``,
 ``after_step=hooks.after_step`` and ``callbacks=[*hooks.epoch_callbacks(), ...]`` (before any checkpointing callback, so a checkpoint holds
 the zeroed filters).
@@ -100,15 +103,60 @@ def soft_prune_(model: nn.Module, ratio: float, convs: list[str] | None = None) 
     return zeroed
 
 
+def slimming_hooks(model: nn.Module, options: dict[str, Any]) -> TrainingHooks:
+    """Network slimming: an L1 subgradient on every BN scale after each backward pass."""
+    hooks = TrainingHooks()
+    scales = bn_scales(model)
+    if not scales:
+        raise PrunelabError(
+            f"network slimming needs BatchNorm layers; model {type(model).__name__} has none "
+            "(build cnn1d/cnn2d with bn=true)"
+        )
+    if float(options["strength"]) > 0:
+        hooks.after_backward.append(l1_subgradient(scales, float(options["strength"])))
+    return hooks
+
+
+def sss_hooks(model: nn.Module, options: dict[str, Any]) -> TrainingHooks:
+    """Sparse structure selection: a proximal L1 step on the block factors after each optimizer step.
+
+    Installs the factors on ``model`` (idempotent) first, so it must precede building the optimizer
+    and loading a checkpoint of such a model.
+    """
+    hooks = TrainingHooks()
+    factors = list(install_block_scales(model).values())
+    if float(options["strength"]) > 0:
+        hooks.after_step.append(l1_proximal_step(factors, float(options["strength"])))
+    return hooks
+
+
+def sfp_hooks(model: nn.Module, options: dict[str, Any]) -> TrainingHooks:
+    """Soft filter pruning: zero each prunable conv's smallest filters now and after every epoch.
+
+    The zeroing at once is He et al.'s masking before the first epoch; a checkpoint loaded
+    afterwards replaces those weights.
+    """
+    hooks = TrainingHooks()
+    convs = [layer.conv for layer in channel_layers(model)]
+    ratio = float(options["ratio"])
+    soft_prune_(model, ratio, convs)  # before the first epoch too, as in He et al.'s code
+
+    def zero_filters(_epoch: int) -> None:
+        soft_prune_(model, ratio, convs)
+
+    hooks.epoch_end.append(zero_filters)
+    return hooks
+
+
 def large_model_hooks(
     method: str, model: nn.Module, options: Mapping[str, Any] | None = None
 ) -> TrainingHooks:
     """The training hooks ``method`` needs while the large model trains (see the module docstring).
 
-    For ``sss`` this installs the block factors on ``model`` (idempotent), so call it before the
-    optimizer is built and before a checkpoint of such a model is loaded. For ``sfp`` it zeroes the
-    smallest filters once right away (He et al.'s masking before the first epoch), so call it on the
-    freshly initialised model before training; a checkpoint loaded afterwards replaces those weights.
+    Looks ``method`` up and calls its ``training_hooks`` (empty hooks for a method without them).
+    Making the hooks may act on ``model`` at once (install parameters, zero filters: see each
+    method's hook function), so call this on the freshly initialised model, before the optimizer
+    is built and before a checkpoint is loaded into it.
 
     Args:
         method: a :data:`STRUCTURED_METHODS` name.
@@ -117,27 +165,6 @@ def large_model_hooks(
     """
     entry = STRUCTURED_METHODS.get(method)
     opts = entry.resolve_options(options)
-    hooks = TrainingHooks()
-    if entry.name == "slimming":
-        scales = bn_scales(model)
-        if not scales:
-            raise PrunelabError(
-                f"network slimming needs BatchNorm layers; model {type(model).__name__} has none "
-                "(build cnn1d/cnn2d with bn=true)"
-            )
-        if float(opts["strength"]) > 0:
-            hooks.after_backward.append(l1_subgradient(scales, float(opts["strength"])))
-    elif entry.name == "sss":
-        factors = list(install_block_scales(model).values())
-        if float(opts["strength"]) > 0:
-            hooks.after_step.append(l1_proximal_step(factors, float(opts["strength"])))
-    elif entry.name == "sfp":
-        convs = [layer.conv for layer in channel_layers(model)]
-        ratio = float(opts["ratio"])
-        soft_prune_(model, ratio, convs)  # before the first epoch too, as in He et al.'s code
-
-        def zero_filters(_epoch: int) -> None:
-            soft_prune_(model, ratio, convs)
-
-        hooks.epoch_end.append(zero_filters)
-    return hooks
+    if entry.training_hooks is None:
+        return TrainingHooks()
+    return entry.training_hooks(model, opts)

@@ -1,9 +1,12 @@
-"""The structured methods of Liu et al. 2019 ("Rethinking the Value of Network Pruning"), as a registry.
+"""The registry of structured methods (Liu et al. 2019, "Rethinking the Value of Network Pruning").
 
-Each entry says what a method removes (``kind``), whether it looks at data, and its option defaults.
-Options are shared by :func:`~prunelab.pruning.structured.large_model_hooks` (what training the large
-model needs) and :func:`~prunelab.pruning.structured.prune_structured` (the pruning itself), so one
-options mapping describes a method run end to end.
+Each entry carries its behaviour: ``prune`` turns a trained large model into a pruned one and,
+for methods that train the large model specially, ``training_hooks`` says what that training needs.
+Options are shared by both (:func:`~prunelab.pruning.structured.large_model_hooks` and
+:func:`~prunelab.pruning.structured.prune_structured` resolve them the same way), so one options
+mapping describes a method run end to end. The built-ins are registered by :mod:`.builtin`; a new
+method is one :class:`StructuredMethod` passed to :func:`register_structured_method` (a channel
+method only needs a keep function, see :func:`~prunelab.pruning.structured.channel_method`).
 
 Keep fractions are called ``ratio`` everywhere (the fraction of a layer's filters kept); network
 slimming's ``percent`` is, as in its paper's code, the fraction of BN channels *pruned*; weight-level
@@ -14,11 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from torch import Tensor, nn
+
+from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError
 from prunelab.options import as_int, as_number, merge_options
 from prunelab.registry import Registry
+
+if TYPE_CHECKING:
+    from prunelab.pruning.structured.api import PrunedModel
+    from prunelab.pruning.structured.hooks import TrainingHooks
+
+#: What ``prune_structured(data=...)`` passes on: a bundle, an ``(inputs, targets)`` pair, or None.
+StructuredData = DataBundle | tuple[Tensor, Tensor] | None
+#: ``(model, resolved options, data, seed) -> PrunedModel``; must not modify ``model``.
+PruneFn = Callable[[nn.Module, dict[str, Any], StructuredData, int], "PrunedModel"]
+#: ``(large model, resolved options) -> TrainingHooks`` for the large model's training.
+HooksFn = Callable[[nn.Module, dict[str, Any]], "TrainingHooks"]
 
 KINDS = ("channel", "block", "weight")
 
@@ -31,10 +48,14 @@ class StructuredMethod:
         name: registry name, e.g. ``"l1norm"``.
         kind: ``"channel"`` (filters/channels physically removed), ``"block"`` (residual blocks
             removed) or ``"weight"`` (a mask over conv weights; the model keeps its shape).
-        needs_data: the selection looks at sampled training data (ThiNet, regression).
+        needs_data: the selection looks at sampled training data (ThiNet, regression);
+            :func:`~prunelab.pruning.structured.prune_structured` then requires ``data``.
         options: option names and defaults.
         description: one line.
         paper: where it comes from.
+        prune: ``(model, resolved options, data, seed) -> PrunedModel`` (keyword-only).
+        training_hooks: ``(large model, resolved options) -> TrainingHooks`` for methods whose
+            large model trains specially (penalties, soft zeroing); None for the others.
     """
 
     name: str
@@ -43,6 +64,19 @@ class StructuredMethod:
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     paper: str = ""
+    prune: PruneFn = field(kw_only=True)
+    training_hooks: HooksFn | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise PrunelabError(f"structured method {self.name!r}: kind must be one of {', '.join(KINDS)}")
+        if not callable(self.prune):
+            raise PrunelabError(f"structured method {self.name!r}: prune must be callable")
+
+    @property
+    def trains_large_model(self) -> bool:
+        """Whether the large model needs special training (``training_hooks`` is set)."""
+        return self.training_hooks is not None
 
     def resolve_options(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults merged with ``overrides``, each validated; unknown names raise a one-line error."""
@@ -92,73 +126,13 @@ _VALIDATORS: dict[str, Callable[[object, str], Any]] = {
 
 STRUCTURED_METHODS: Registry[StructuredMethod] = Registry("structured method")
 
-for _method in (
-    StructuredMethod(
-        "l1norm",
-        "channel",
-        False,
-        {"ratio": 0.5, "config": None},
-        "keep each prunable conv's filters of largest L1 norm sum|W| over (C_in, k, k); a predefined "
-        "per-layer config (e.g. vgg16-a, resnet56-b) or the same keep ratio in every prunable conv",
-        "Li et al. 2017, Pruning Filters for Efficient ConvNets",
-    ),
-    StructuredMethod(
-        "slimming",
-        "channel",
-        False,
-        {"strength": 1e-4, "percent": 0.7, "min_channels": 1},
-        "train with an L1 penalty on every BN scale (grad += strength*sign(gamma)); prune the BN "
-        "channels with |gamma| <= one global threshold (the percent-quantile), at least min_channels "
-        "kept per layer",
-        "Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming",
-    ),
-    StructuredMethod(
-        "thinet",
-        "channel",
-        True,
-        {"ratio": 0.5, "config": None, "samples_per_class": 10, "positions": 10},
-        "per layer, greedily remove the input channels of the next layer whose summed contribution "
-        "to its sampled outputs has the smallest squared norm",
-        "Luo et al. 2017, ThiNet: A Filter Level Pruning Method for Deep Neural Network Compression",
-    ),
-    StructuredMethod(
-        "regression",
-        "channel",
-        True,
-        # 50 images per class x 10 locations: enough equations for the least-squares refit of a
-        # 512-wide layer kept at half (256 x 3 x 3 = 2304 unknowns per output) on CIFAR-10.
-        {"ratio": 0.5, "config": None, "samples_per_class": 50, "positions": 10},
-        "per layer, LASSO regression selects the next layer's input channels that reconstruct its "
-        "sampled outputs, then least squares refits the next layer's weights",
-        "He et al. 2017, Channel Pruning for Accelerating Very Deep Neural Networks",
-    ),
-    StructuredMethod(
-        "sfp",
-        "channel",
-        False,
-        {"ratio": 0.7},
-        "after every epoch zero each prunable conv's filters of smallest L2 norm (they may regrow); "
-        "finally remove them, keeping the ratio of filters",
-        "He et al. 2018, Soft Filter Pruning for Accelerating Deep Convolutional Neural Networks",
-    ),
-    StructuredMethod(
-        "sss",
-        "block",
-        False,
-        {"strength": 1e-2, "threshold": 1e-2},
-        "train a scale factor on each residual block's branch with an L1 penalty (grad += "
-        "strength*sign); remove the blocks whose |factor| <= threshold",
-        "Huang & Wang 2018, Data-Driven Sparse Structure Selection for Deep Neural Networks",
-    ),
-    StructuredMethod(
-        "weight_level",
-        "weight",
-        False,
-        {"density": 0.7},
-        "one-shot global magnitude pruning of the conv weights of the trained network (linear dense); "
-        "a mask, not a smaller model",
-        "Han et al. 2015, Learning both Weights and Connections for Efficient Neural Networks",
-    ),
-):
-    STRUCTURED_METHODS.add(_method.name, _method)
-del _method
+
+def register_structured_method(method: StructuredMethod, *, overwrite: bool = False) -> StructuredMethod:
+    """Register ``method`` under its name, for :func:`prune_structured` and :func:`large_model_hooks`.
+
+    Returns ``method``.
+
+    Raises:
+        PrunelabError: if the name is taken and ``overwrite`` is false.
+    """
+    return STRUCTURED_METHODS.add(method.name, method, overwrite=overwrite)
