@@ -163,18 +163,8 @@ def run_cmd(
     device: str = DEVICE,
 ) -> None:
     """Run a spec file: a single run, or a whole study followed by its report."""
-    commands.run_spec_file(
-        spec_file,
-        sets=set_ or [],
-        runs_dir=runs_dir,
-        out=out,
-        workers=workers,
-        data_dir=data_dir,
-        device=device,
-        force=force,
-        plugins=plugin or [],
-        echo=typer.echo,
-    )
+    where = commands.Execution(runs_dir, out, workers, data_dir, device, force, tuple(plugin or []))
+    commands.run_spec_file(spec_file, set_ or [], where, typer.echo)
 
 
 @app.command()
@@ -217,20 +207,8 @@ def demo(
     data_dir: Path = DATA_DIR,
 ) -> None:
     """The sanity-check study of SNIP, GraSP, SynFlow and magnitude-at-init on MNIST-1D (3 seeds, 2 densities)."""
-    commands.run_study_command(
-        "sanity",
-        preset="demo",
-        given={},
-        sets=[],
-        runs_dir=runs_dir,
-        out=out,
-        workers=workers,
-        data_dir=data_dir,
-        device="cpu",
-        force=False,
-        plugins=[],
-        echo=typer.echo,
-    )
+    where = commands.Execution(runs_dir, out, workers, data_dir)
+    commands.run_study_command("sanity", "demo", {}, [], where, typer.echo)
 
 
 _FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "names": str, "floats": str}
@@ -275,19 +253,17 @@ def add_study_command(kind: Any) -> None:
 
     def command(**kwargs: Any) -> None:
         given = {flag.name: kwargs.pop(flag.name) for flag in kind.flags}
+        where = commands.Execution(
+            kwargs["runs_dir"],
+            kwargs["out"],
+            kwargs["workers"],
+            kwargs["data_dir"],
+            kwargs["device"],
+            kwargs["force"],
+            tuple(kwargs["plugin"] or []),
+        )
         commands.run_study_command(
-            kind.name,
-            preset=kwargs["preset"],
-            given=given,
-            sets=kwargs["set_"] or [],
-            runs_dir=kwargs["runs_dir"],
-            out=kwargs["out"],
-            workers=kwargs["workers"],
-            data_dir=kwargs["data_dir"],
-            device=kwargs["device"],
-            force=kwargs["force"],
-            plugins=kwargs["plugin"] or [],
-            echo=typer.echo,
+            kind.name, kwargs["preset"], given, kwargs["set_"] or [], where, typer.echo
         )
 
     params = _study_params(kind)

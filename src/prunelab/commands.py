@@ -9,6 +9,7 @@ YAML spec file. Study commands are generated from the study registry (:mod:`prun
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,48 +173,40 @@ def study_values(kind: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_study_command(
-    kind_name: str,
-    *,
-    preset: str | None,
-    given: Mapping[str, Any],
-    sets: Sequence[str],
-    runs_dir: Path,
-    out: Path | None,
-    workers: int,
-    data_dir: Path | None,
-    device: str,
-    force: bool,
-    plugins: Sequence[str],
-    echo: Echo,
-) -> Path:
-    """A study command: load plugins, build the preset with the shortcut flags, apply ``--set``,
-    validate the whole study, run it, print its conclusions and the report's path."""
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a command runs its specs (never what they compute): the common flags."""
+
+    runs_dir: Path
+    out: Path | None = None
+    workers: int = 1
+    data_dir: Path | None = None
+    device: str = "cpu"
+    force: bool = False
+    plugins: tuple[str, ...] = ()
+
+
+def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
+    """Run a validated study, then print the time, its conclusions and the report's paths."""
     import time
 
-    from prunelab.plugins import load_plugins
     from prunelab.runs import resolve_device
-    from prunelab.spec import parse_model
-    from prunelab.studies import STUDIES, run_study
+    from prunelab.studies import run_study
 
-    load_plugins(plugins)
-    resolve_device(device)  # a bad device is a one-line error before anything trains
-    if workers < 1:
-        raise PrunelabError(f"--workers must be at least 1, got {workers}")
-    kind = STUDIES.get(kind_name)
-    payload = apply_sets(kind.build(preset, study_values(kind, given)), sets)
-    study = parse_model(kind.spec_type, payload, "study options")
+    resolve_device(where.device)  # a bad device is a one-line error before anything trains
+    if where.workers < 1:
+        raise PrunelabError(f"--workers must be at least 1, got {where.workers}")
     began = time.perf_counter()
     summary, report = run_study(
         study,
-        runs_dir,
+        where.runs_dir,
         kind=kind.name,
-        report_dir=out,
-        workers=workers,
-        data_dir=data_dir,
-        device=device,
-        force=force,
-        plugins=plugins,
+        report_dir=where.out,
+        workers=where.workers,
+        data_dir=where.data_dir,
+        device=where.device,
+        force=where.force,
+        plugins=where.plugins,
     )
     echo(f"finished in {time.perf_counter() - began:.0f} s")
     for line in kind.conclusions(summary):
@@ -223,27 +216,35 @@ def run_study_command(
     return report
 
 
-def run_spec_file(
-    path: Path,
-    *,
+def run_study_command(
+    kind_name: str,
+    preset: str | None,
+    given: Mapping[str, Any],
     sets: Sequence[str],
-    runs_dir: Path,
-    out: Path | None,
-    workers: int,
-    data_dir: Path | None,
-    device: str,
-    force: bool,
-    plugins: Sequence[str],
+    where: Execution,
     echo: Echo,
-) -> None:
+) -> Path:
+    """A study command: load plugins, build the preset with the shortcut flags, apply ``--set``,
+    validate the whole study, run it, print its conclusions and the report's path."""
+    from prunelab.plugins import load_plugins
+    from prunelab.spec import parse_model
+    from prunelab.studies import STUDIES
+
+    load_plugins(where.plugins)
+    kind = STUDIES.get(kind_name)
+    payload = apply_sets(kind.build(preset, study_values(kind, given)), sets)
+    return _run_study(kind, parse_model(kind.spec_type, payload, "study options"), where, echo)
+
+
+def run_spec_file(path: Path, sets: Sequence[str], where: Execution, echo: Echo) -> None:
     """``prunelab run FILE``: a study (``study: KIND`` plus its fields) or one run (``run: KIND``,
     default ``training``, plus the spec's fields)."""
     from prunelab.plugins import load_plugins
     from prunelab.runs import EXECUTORS
     from prunelab.spec import load_yaml, parse_model
-    from prunelab.studies import STUDIES, run_study
+    from prunelab.studies import STUDIES
 
-    load_plugins(plugins)
+    load_plugins(where.plugins)
     payload = load_yaml(path)
     if not isinstance(payload, dict):
         raise PrunelabError(f"spec file {str(path)!r} must hold a mapping, got {type(payload).__name__}")
@@ -251,24 +252,12 @@ def run_spec_file(
     if kind_name is None:
         executor = EXECUTORS.get(str(payload.pop("run", "training")))
         spec = parse_model(executor.spec_type, apply_sets(payload, sets), f"run spec {path}")
-        run_one(spec, runs_dir, data_dir, device, force, echo)
+        run_one(spec, where.runs_dir, where.data_dir, where.device, where.force, echo)
         return
     kind = STUDIES.get(str(kind_name))
-    study = parse_model(kind.spec_type, apply_sets(payload, sets), f"study spec {path}")
-    summary, report = run_study(
-        study,
-        runs_dir,
-        kind=kind.name,
-        report_dir=out,
-        workers=workers,
-        data_dir=data_dir,
-        device=device,
-        force=force,
-        plugins=plugins,
+    _run_study(
+        kind, parse_model(kind.spec_type, apply_sets(payload, sets), f"study spec {path}"), where, echo
     )
-    for line in kind.conclusions(summary):
-        echo(line)
-    echo(f"report: {report}")
 
 
 def rebuild_reports(directory: Path, runs_dir: Path | None, plugins: Sequence[str], echo: Echo) -> None:

@@ -50,38 +50,42 @@ def _at_least_one(values: Mapping[str, Any], *names: str) -> None:
             raise PrunelabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def _base(values: Mapping[str, Any], default_dataset: str = "mnist1d") -> tuple[str, str, dict[str, Any]]:
-    """Dataset, model and training recipe (the dataset preset's, with --epochs / --lr applied)."""
+def _common(values: Mapping[str, Any], prefix: str, default_dataset: str = "mnist1d") -> dict[str, Any]:
+    """The payload fields every grid on a dataset preset shares: name (``<prefix>-<data>-<model>``
+    unless given), data, model, the dataset preset's recipe with --epochs / --lr applied, and seeds
+    0..N-1 (3 unless given)."""
+    _at_least_one(values, "seeds", "epochs")
     dataset = str(values.get("dataset") or default_dataset)
     preset = preset_for(dataset)
+    model = str(values.get("model") or preset.model)
     train = preset.train.model_dump()
     for key in ("epochs", "lr"):
         if values.get(key) is not None:
             train[key] = values[key]
-    return dataset, str(values.get("model") or preset.model), train
+    return {
+        "name": values.get("name") or f"{prefix}-{dataset}-{model}",
+        "data": {"name": dataset},
+        "model": {"name": model},
+        "train": train,
+        "seeds": list(range(values.get("seeds") or 3)),
+    }
+
+
+def _given(values: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``values[key]`` when given (an empty list counts), else ``default``."""
+    return values[key] if values.get(key) is not None else default
 
 
 def sanity_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """``default``: SNIP, GraSP, SynFlow and magnitude at densities 0.2 and 0.05, 3 seeds, every check,
     three random tickets and the dense model, on the dataset's preset model and recipe. ``demo``: the
     quickstart's study on MNIST-1D (densities 0.2 and 0.05, about 165 runs of 30 epochs)."""
-    _at_least_one(values, "seeds", "epochs")
-    dataset, model, train = _base(values)
-    name = values.get("name") or (
-        f"demo-{dataset}-{model}" if preset == "demo" else f"sanity-{dataset}-{model}"
-    )
     return {
-        "name": name,
-        "data": {"name": dataset},
-        "model": {"name": model},
-        "train": train,
+        **_common(values, "demo" if preset == "demo" else "sanity"),
         "methods": values.get("methods") or ["snip", "grasp", "synflow", "magnitude"],
         "densities": values.get("densities") or [0.2, 0.05],
-        "seeds": list(range(values.get("seeds") or 3)),
-        "checks": values.get("checks") if values.get("checks") is not None else list(ALL_CHECKS),
-        "random_tickets": values.get("random_tickets")
-        if values.get("random_tickets") is not None
-        else list(RANDOM_TICKETS),
+        "checks": _given(values, "checks", list(ALL_CHECKS)),
+        "random_tickets": _given(values, "random_tickets", list(RANDOM_TICKETS)),
     }
 
 
@@ -96,17 +100,11 @@ def tickets_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Su et al.'s ticket comparison on the dataset's preset model and recipe: the ticket methods at
     densities 0.2 and 0.05 under random labels, layer-wise shuffling and re-init, smart-ratio random
     tickets and the dense trunks; one-shot unless ``imp_fraction`` is given."""
-    _at_least_one(values, "seeds", "epochs")
-    dataset, model, train = _base(values)
     return {
-        "name": values.get("name") or f"tickets-{dataset}-{model}",
-        "data": {"name": dataset},
-        "model": {"name": model},
-        "train": train,
+        **_common(values, "tickets"),
         "methods": values.get("methods") or list(TICKET_METHODS),
         "densities": values.get("densities") or [0.2, 0.05],
-        "seeds": list(range(values.get("seeds") or 3)),
-        "checks": values.get("checks") if values.get("checks") is not None else list(TICKET_CHECKS),
+        "checks": _given(values, "checks", list(TICKET_CHECKS)),
         "random_tickets": ["smart_ratio"],
         "include_dense": True,
         "imp_fraction": values.get("imp_fraction"),
@@ -116,17 +114,12 @@ def tickets_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
 def lottery_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Liu et al. 2019's lottery experiment: IMP levels 1..8 (20% per round) at lr 0.1 and 0.01,
     3 seeds, on the dataset's preset model and recipe."""
-    _at_least_one(values, "seeds", "epochs", "levels")
-    dataset, model, train = _base(values)
+    _at_least_one(values, "levels")
     return {
-        "name": values.get("name") or f"lottery-{dataset}-{model}",
-        "data": {"name": dataset},
-        "model": {"name": model},
-        "train": train,
+        **_common(values, "lottery"),
         "learning_rates": values.get("lrs") or [0.1, 0.01],
         "levels": list(range(1, (values.get("levels") or 8) + 1)),
-        "imp_fraction": values.get("imp_fraction") if values.get("imp_fraction") is not None else 0.2,
-        "seeds": list(range(values.get("seeds") or 3)),
+        "imp_fraction": _given(values, "imp_fraction", 0.2),
     }
 
 

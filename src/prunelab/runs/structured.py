@@ -88,6 +88,17 @@ def _count_params(model: nn.Module, mask: Any) -> int:
     return total
 
 
+def _identity(spec: StructuredRunSpec) -> dict[str, Any]:
+    """The head of every structured run's ``result.json``."""
+    return {
+        "status": "done",
+        "name": spec.run_name(),
+        "hash": spec.run_hash(),
+        "stage": spec.stage,
+        "method": spec.method,
+    }
+
+
 def _fresh_large(spec: StructuredRunSpec, data: DataBundle, dev: torch.device) -> nn.Module:
     return build_model(
         spec.model.name,
@@ -144,11 +155,7 @@ def _run_prune(
     save_pruned(tmp, pruned)
     os.replace(tmp, final)
     result: dict[str, Any] = {
-        "status": "done",
-        "name": spec.run_name(),
-        "hash": spec.run_hash(),
-        "stage": spec.stage,
-        "method": spec.method,
+        **_identity(spec),
         "epochs": 0,
         "large_test_acc": large_acc,
         "final_test_acc": pruned_acc,  # the pruned model before any training
@@ -250,11 +257,7 @@ def _run_training_stage(spec: StructuredRunSpec, store: RunStore, context: RunCo
     if accuracy is None:
         return {"status": "stopped", "epochs": context.stop_after_epoch}
     result: dict[str, Any] = {
-        "status": "done",
-        "name": spec.run_name(),
-        "hash": spec.run_hash(),
-        "stage": spec.stage,
-        "method": spec.method,
+        **_identity(spec),
         **accuracy,
         "train": setup.config.model_dump(mode="json"),
         "density": setup.mask.density() if setup.mask is not None else 1.0,

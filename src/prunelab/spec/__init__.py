@@ -56,10 +56,26 @@ class DataSpec(_RegistryEntrySpec):
 
 
 class ModelSpec(_RegistryEntrySpec):
-    """Which model (a registry name) and its constructor options."""
+    """Which model (a registry name) and its constructor options.
+
+    A model factory (any callable returning an ``nn.Module``, e.g. a function or an ``nn.Module``
+    class) may stand in for the name, here or wherever a spec takes a model: it is registered under
+    its ``__name__`` (see :func:`prunelab.plugins.model_factory_name`), which then names the runs.
+    """
 
     registry_path: ClassVar[str] = "prunelab.models:MODELS"
     name: str = "mlp"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _factory(cls, data: Any) -> Any:
+        from prunelab.plugins import model_factory_name
+
+        if callable(data):
+            return {"name": model_factory_name(data)}
+        if isinstance(data, dict) and callable(data.get("name")):
+            return {**data, "name": model_factory_name(data["name"])}
+        return data
 
 
 def canonical_density(density: float) -> float:
