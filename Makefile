@@ -15,7 +15,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/prunelab demo --out demo-out
+	$(BIN)/prunelab demo
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
