@@ -115,7 +115,8 @@ def test_rows_carry_index_result_and_flattened_spec(runs_dir: Path) -> None:
     assert "v" not in snip and "seed" not in snip  # seed 0 is the default: not in the canonical JSON
 
     running = rows[SNIP_RUNNING.run_hash()]
-    assert running["status"] == "running" and running["seconds"] is None and running["seed"] == 1
+    # begun, never finished, and no live process holds it: interrupted (it resumes next time)
+    assert running["status"] == "interrupted" and running["seconds"] is None and running["seed"] == 1
     assert running["density"] == 0.5  # from the spec until the run finishes
 
     structured = rows[STRUCTURED.run_hash()]
@@ -134,7 +135,9 @@ def test_flatten_spec_renames_version_and_guards_fixed_columns() -> None:
 # -- filters ------------------------------------------------------------------------------------------
 def test_status_method_and_study_filters(runs_dir: Path) -> None:
     assert len(run_rows(runs_dir, status="done")) == 4
-    assert _names(run_rows(runs_dir, status="running")) == [SNIP_RUNNING.run_name()]
+    assert _names(run_rows(runs_dir, status="interrupted")) == [SNIP_RUNNING.run_name()]
+    with RunStore(runs_dir).claim(SNIP_RUNNING):  # a process holds it: running
+        assert _names(run_rows(runs_dir, status="running")) == [SNIP_RUNNING.run_name()]
     assert set(_names(run_rows(runs_dir, method="snip"))) == {SNIP.run_name(), SNIP_RUNNING.run_name()}
     assert _names(run_rows(runs_dir, method="L1Norm")) == [STRUCTURED.run_name()]
     # dense: neither a pruning method nor a structured method (the plain large model included)
@@ -182,13 +185,13 @@ def test_one_line_errors(runs_dir: Path, tmp_path: Path) -> None:
     assert "\n" not in message and "'accuracy'" in message
     assert "final_test_acc" in message and "pruning.method" in message  # names the valid columns
 
-    with pytest.raises(PrunelabError, match=r"^unknown status 'finished'; valid choices: done, running$"):
+    with pytest.raises(PrunelabError, match=r"^unknown status 'finished'; valid choices: done, failed, interrupted, running$"):
         run_rows(runs_dir, status="finished")
     with pytest.raises(
         PrunelabError, match=r"^no run belongs to study 'rethinking'; recorded studies: lottery, sanity$"
     ):
         run_rows(runs_dir, study="rethinking")
-    with pytest.raises(PrunelabError, match=r"^no run index in .*empty"):
+    with pytest.raises(PrunelabError, match=r"^no runs in .*empty"):
         run_rows(tmp_path / "empty")
     with pytest.raises(PrunelabError, match=r"^unknown format 'xml'; valid choices: csv, json, table$"):
         write_rows([], "xml", io.StringIO())
@@ -248,11 +251,11 @@ def test_table_output(runs_dir: Path) -> None:
     out = io.StringIO()
     write_rows(run_rows(runs_dir, sort="final_test_acc"), "table", out)
     lines = out.getvalue().splitlines()
-    assert lines[0] == f"{'status':<8} {'epochs':>6} {'test acc':>8} {'density':>8}  name"
-    assert lines[1] == f"{'done':<8} {2:>6} {'95.00':>8} {'1.0000':>8}  {LARGE.run_name()}"
-    assert lines[3] == f"{'done':<8} {2:>6} {'80.00':>8} {'0.1000':>8}  {SNIP.run_name()}"
-    assert lines[4] == f"{'done':<8} {2:>6} {'70.00':>8} {'-':>8}  {STRUCTURED.run_name()}"
-    assert lines[5] == f"{'running':<8} {0:>6} {'-':>8} {'0.5000':>8}  {SNIP_RUNNING.run_name()}"
+    assert lines[0] == f"{'status':<11} {'epochs':>6} {'test acc':>8} {'density':>8}  name"
+    assert lines[1] == f"{'done':<11} {2:>6} {'95.00':>8} {'1.0000':>8}  {LARGE.run_name()}"
+    assert lines[3] == f"{'done':<11} {2:>6} {'80.00':>8} {'0.1000':>8}  {SNIP.run_name()}"
+    assert lines[4] == f"{'done':<11} {2:>6} {'70.00':>8} {'-':>8}  {STRUCTURED.run_name()}"
+    assert lines[5] == f"{'interrupted':<11} {0:>6} {'-':>8} {'0.5000':>8}  {SNIP_RUNNING.run_name()}"
     assert len(lines) == 6
 
 
@@ -306,7 +309,7 @@ def test_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
 
 
 def test_write_to_stdout(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_rows(run_rows(runs_dir, status="running"), "table", None)
+    write_rows(run_rows(runs_dir, status="interrupted"), "table", None)
     assert SNIP_RUNNING.run_name() in capsys.readouterr().out
 
 

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from prunelab import integrity
 from prunelab.errors import PrunelabError, invalid_choice
-from prunelab.store import INDEX_NAME, RunStore
+from prunelab.store import INDEX_NAME, RunStore, read_json
 
 if TYPE_CHECKING:
     import pandas
@@ -39,9 +40,10 @@ FIXED_COLUMNS = (
     "studies",
     "seconds",
 )
-#: The statuses the index records: a run is ``running`` from its start until ``result.json`` exists
-#: (so a killed run stays ``running``), then ``done``.
-STATUSES = ("done", "running")
+#: A run is ``running`` while a process holds it, ``interrupted`` when its process is gone before it
+#: finished (it resumes next time), ``failed`` when it raised (its error is in ``error.json``), and
+#: ``done`` once ``result.json`` exists.
+STATUSES = ("done", "running", "interrupted", "failed")
 FORMATS = ("table", "csv", "json")
 #: ``method`` filter value for runs without a pruning method.
 DENSE = "dense"
@@ -109,15 +111,19 @@ def run_rows(
     status: str | None = None,
     sort: str = "updated",
     descending: bool = True,
+    verify: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per indexed run of ``runs_dir``, filtered and sorted.
+
+    With ``verify``, each finished run's files are checked against the checksums sealed in its
+    result (:mod:`prunelab.integrity`) and a ``verified`` column says ``ok`` or what is wrong.
 
     Args:
         runs_dir: a runs directory (with ``index.sqlite``).
         study: keep runs recorded as members of this study (:meth:`RunStore.record_members`).
         method: keep runs whose ``pruning.method`` (or a structured spec's ``method``) is this,
             case-insensitively; ``"dense"`` keeps runs with neither.
-        status: keep runs with this status (``done`` or ``running``).
+        status: keep runs with this status (``done``, ``running``, ``interrupted`` or ``failed``).
         sort: the column to sort by (any row column); runs without a value come last.
         descending: largest first (the default: most recently updated first).
 
@@ -132,11 +138,13 @@ def run_rows(
         PrunelabError: no index in ``runs_dir``; unknown ``status``, ``sort`` column or ``study``.
     """
     root = Path(runs_dir)
-    if not (root / INDEX_NAME).is_file():
-        raise PrunelabError(f"no run index in {str(root)!r}; train something first or pass --runs-dir")
+    if not (root / INDEX_NAME).is_file() and not any(root.glob("*/spec.json")):
+        raise PrunelabError(f"no runs in {str(root)!r}; train something first or pass --runs-dir")
     if status is not None and status not in STATUSES:
         raise invalid_choice("status", status, STATUSES)
-    store = RunStore(root)  # opening also adds tables an older index lacks (memberships)
+    # Read-only: listing never writes (a read-only runs dir works); a missing or unreadable index is
+    # derived from the run directories in memory.
+    store = RunStore(root, readonly=True)
     members = store.memberships()
     if study is not None:
         known = sorted({s for studies in members.values() for s in studies})
@@ -150,6 +158,10 @@ def run_rows(
         row["studies"] = ",".join(members.get(entry["hash"], []))
         if entry["status"] == "done":
             row["seconds"] = _result_seconds(root / entry["name"] / "result.json")
+            if verify:
+                result = read_json(root / entry["name"] / "result.json") or {}
+                problems = integrity.verify(result, root / entry["name"])
+                row["verified"] = "; ".join(problems) if problems else "ok"
         # A spec column that is not a JSON object: the run is listed without spec columns.
         with contextlib.suppress(ValueError, AttributeError):
             row.update(flatten_spec(entry["spec"]))
@@ -203,14 +215,16 @@ def _fixed(value: Any, scale: float, digits: int) -> str:
 
 def _table(rows: Sequence[Mapping[str, Any]], handle: TextIO) -> None:
     # The same columns and widths as the original ``prunelab runs`` listing.
-    handle.write(f"{'status':<8} {'epochs':>6} {'test acc':>8} {'density':>8}  name\n")
+    handle.write(f"{'status':<11} {'epochs':>6} {'test acc':>8} {'density':>8}  name\n")
     for row in rows:
         acc, density, epochs = row.get("final_test_acc"), row.get("density"), row.get("epochs_done")
         acc_text = _fixed(acc, 100.0, 2)
         density_text = _fixed(density, 1.0, 4)
         epochs_text = "-" if epochs is None else str(epochs)
         status = str(row.get("status") or "-")
-        handle.write(f"{status:<8} {epochs_text:>6} {acc_text:>8} {density_text:>8}  {row.get('name', '')}\n")
+        handle.write(
+            f"{status:<11} {epochs_text:>6} {acc_text:>8} {density_text:>8}  {row.get('name', '')}\n"
+        )
 
 
 def _render(rows: Sequence[Mapping[str, Any]], fmt: str, handle: TextIO) -> None:

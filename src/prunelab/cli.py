@@ -35,6 +35,7 @@ _HELP = {
     "checks or studies. This EXECUTES the file's code: use only files you trust.",
     "set": "Set any spec field: path=value (repeatable; YAML value), e.g. train.momentum=0.95.",
     "force": "Recompute finished runs.",
+    "threads": "Torch threads per run (results depend on it, never on --workers; recorded in each result).",
 }
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help=_HELP["runs_dir"])
 DATA_DIR = typer.Option(None, "--data-dir", help=_HELP["data_dir"])
@@ -44,6 +45,7 @@ REPORT_OUT = typer.Option(None, "--out", help=_HELP["out"])
 PLUGIN = typer.Option(None, "--plugin", help=_HELP["plugin"])
 SET = typer.Option(None, "--set", help=_HELP["set"])
 FORCE = typer.Option(False, "--force", help=_HELP["force"])
+THREADS = typer.Option(1, "--threads", help=_HELP["threads"])
 MODEL_OPTION = typer.Option(None, "--model-option", help="Model option key=value (repeatable).")
 
 
@@ -110,6 +112,7 @@ def train_cmd(
     set_: list[str] = SET,
     plugin: list[str] = PLUGIN,
     force: bool = FORCE,
+    threads: int = THREADS,
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
     device: str = DEVICE,
@@ -143,7 +146,7 @@ def train_cmd(
         train={"epochs": epochs, "lr": lr, "batch_size": batch_size},
     )
     spec = parse_model(RunSpec, commands.apply_sets(payload, set_), "run")
-    commands.run_one(spec, runs_dir, data_dir, device, force, typer.echo)
+    commands.run_one(spec, runs_dir, data_dir, device, force, typer.echo, threads)
 
 
 @app.command("run")
@@ -157,13 +160,14 @@ def run_cmd(
     plugin: list[str] = PLUGIN,
     force: bool = FORCE,
     workers: int = WORKERS,
+    threads: int = THREADS,
     out: Path = REPORT_OUT,
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
     device: str = DEVICE,
 ) -> None:
     """Run a spec file: a single run, or a whole study followed by its report."""
-    where = commands.Execution(runs_dir, out, workers, data_dir, device, force, tuple(plugin or []))
+    where = commands.Execution(runs_dir, out, workers, data_dir, device, force, tuple(plugin or []), threads)
     commands.run_spec_file(spec_file, set_ or [], where, typer.echo)
 
 
@@ -187,16 +191,32 @@ def runs(
     ascending: bool = typer.Option(False, "--ascending", help="Sort ascending (default descending)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     output: Path = typer.Option(None, "--output", help="Write to this file (default: stdout)."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Check finished runs' files against their checksums."
+    ),
 ) -> None:
     """List stored runs with their spec fields and results; filter, sort, export CSV or JSON."""
     from prunelab.browse import run_rows, write_rows
 
-    rows = run_rows(runs_dir, study=study, method=method, status=status, sort=sort, descending=not ascending)
+    rows = run_rows(
+        runs_dir,
+        study=study,
+        method=method,
+        status=status,
+        sort=sort,
+        descending=not ascending,
+        verify=verify,
+    )
     write_rows(rows, fmt, output if output is not None else sys.stdout)
     if output is not None:
         typer.echo(f"{len(rows)} runs written to {output}")
     elif fmt == "table":
         typer.echo(f"{len(rows)} runs in {runs_dir}")
+    damaged = [row for row in rows if row.get("verified") not in (None, "ok")]
+    for row in damaged:
+        typer.echo(f"FAILED verification: {row['name']}: {row['verified']}", err=True)
+    if damaged:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -243,6 +263,7 @@ def _study_params(kind: Any) -> list[inspect.Parameter]:
         ("data_dir", Path | None, DATA_DIR),
         ("device", str, DEVICE),
         ("force", bool, FORCE),
+        ("threads", int, THREADS),
         ("plugin", list[str], PLUGIN),
     ]
     return params + [option(name, annotation, default) for name, annotation, default in common]
@@ -261,6 +282,7 @@ def add_study_command(kind: Any) -> None:
             kwargs["device"],
             kwargs["force"],
             tuple(kwargs["plugin"] or []),
+            kwargs["threads"],
         )
         commands.run_study_command(
             kind.name, kwargs["preset"], given, kwargs["set_"] or [], where, typer.echo
@@ -285,20 +307,35 @@ def _add_study_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors become one line on stderr and exit code 2.
 
-    Usage errors (unknown option, missing argument) are reported by typer itself, also with code 2.
+    Usage errors (unknown option, a value of the wrong type, a missing argument) get the same one
+    line and code 2.
     """
     try:
         _add_study_commands()
-        app(args=argv, prog_name="prunelab")
+        result = app(args=argv, prog_name="prunelab", standalone_mode=False)
     except PrunelabError as exc:
         typer.echo(f"error: {exc}", err=True)
+        return 2
+    except OSError as exc:  # an unwritable --out or runs dir, a full disk: one line, nothing lost
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("interrupted; finished epochs are saved and the run resumes next time", err=True)
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    except Exception as exc:
+        # Usage errors of the parser (unknown option, `--density abc`): one line, exit 2, no box.
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            command = getattr(getattr(exc, "ctx", None), "command_path", "prunelab")
+            typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+            return int(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            typer.echo("aborted", err=True)
+            return 1
+        raise
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -121,28 +121,35 @@ def ticket_fields(rounds: int | None, keep: str | None, retrain: str | None) -> 
 
 
 def run_one(
-    spec: Any, runs_dir: Path, data_dir: Path | None, device: str, force: bool, echo: Echo
+    spec: Any, runs_dir: Path, data_dir: Path | None, device: str, force: bool, echo: Echo, threads: int = 1
 ) -> dict[str, Any]:
     """Execute one run spec of any kind with an epoch progress bar; prints its accuracy and folder."""
     from tqdm import tqdm
 
-    from prunelab.runs import RunContext, execute, executor_for, resolve_device
+    from prunelab.runs import RunContext, execute, executor_for, resolve_device, validate_all
     from prunelab.store import RunStore
 
     resolve_device(device)
+    validate_all([spec], RunContext(data_dir, device, threads=threads))  # before any bar or file
     store = RunStore(runs_dir)
     done = None if force else executor_for(spec).finished(spec, store, {})
     if done is not None:
         echo(f"already finished (use --force to recompute): {store.run_dir(spec)}")
         result = done
     else:
-        with tqdm(desc=spec.run_name()[:40], unit="epoch", dynamic_ncols=True) as bar:
+        bars: list[Any] = []  # made at the first epoch, so an early error prints nothing else
 
-            def step(epochs_done: int, total: int) -> None:
-                bar.total, bar.n = total, epochs_done
-                bar.refresh()
+        def step(epochs_done: int, total: int) -> None:
+            if not bars:
+                bars.append(tqdm(desc=spec.run_name()[:40], unit="epoch", dynamic_ncols=True, total=total))
+            bars[0].total, bars[0].n = total, epochs_done
+            bars[0].refresh()
 
-            result = execute(spec, store, RunContext(data_dir, device, step), force=force)
+        try:
+            result = execute(spec, store, RunContext(data_dir, device, step, threads=threads), force=force)
+        finally:
+            for bar in bars:
+                bar.close()
     acc = result.get("final_test_acc")
     density = result.get("density")
     echo(
@@ -184,6 +191,7 @@ class Execution:
     device: str = "cpu"
     force: bool = False
     plugins: tuple[str, ...] = ()
+    threads: int = 1
 
 
 def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
@@ -252,7 +260,7 @@ def run_spec_file(path: Path, sets: Sequence[str], where: Execution, echo: Echo)
     if kind_name is None:
         executor = EXECUTORS.get(str(payload.pop("run", "training")))
         spec = parse_model(executor.spec_type, apply_sets(payload, sets), f"run spec {path}")
-        run_one(spec, where.runs_dir, where.data_dir, where.device, where.force, echo)
+        run_one(spec, where.runs_dir, where.data_dir, where.device, where.force, echo, where.threads)
         return
     kind = STUDIES.get(str(kind_name))
     _run_study(

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,10 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically (temporary file in the same directory, then rename)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A kill mid-write leaves a temporary file that no finally clause removed: clear old ones.
+        for stale in path.parent.glob(f".{path.name}.*.part"):
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink(missing_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as exc:
         raise DataError(f"cannot write the MNIST-1D cache in {path.parent}: {exc}") from None

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from prunelab.errors import PrunelabError
 from prunelab.plugins import FACTORY_MODELS, load_plugins, register_factories
-from prunelab.runs import RunContext, execute, executor_for, plan_options, spec_from_json, waves
+from prunelab.runs import RunContext, execute, executor_for, plan_options, spec_from_json, validate_all, waves
 from prunelab.store import RunStore
 
 
@@ -36,9 +36,11 @@ def _worker_run(
     device: str,
     force: bool,
     options: Mapping[str, Any],
+    threads: int = 1,
 ) -> dict[str, Any]:
     spec = spec_from_json(kind, spec_json)
-    return execute(spec, RunStore(root), RunContext(data_dir, device), force=force, options=options)
+    context = RunContext(data_dir, device, threads=threads)
+    return execute(spec, RunStore(root), context, force=force, options=options)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class _LazyPool:
                     f"a model factory cannot be sent to worker processes ({exc}); define it at module "
                     "level, or run with workers=1"
                 ) from None
+            # Each run sets its own thread count (RunContext.threads); this is only the idle default.
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
                 self.workers,
@@ -139,6 +142,7 @@ def run_specs(
     progress: bool = True,
     plugins: Sequence[str] = (),
     description: str = "runs",
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every spec, of any registered kind (finished ones are read back, not recomputed), with
     the runs they build on first; results in input order.
@@ -147,7 +151,12 @@ def run_specs(
         workers: 1 runs inline; more uses a process pool with ``cpu_count // workers`` torch
             threads each (CUDA runs, and runs whose executor keeps them inline, stay in this process).
         force: recompute the given specs (never the parents they share).
+        threads: torch threads of every run, however it is executed (results depend on it, not on
+            ``workers``).
+
+    Every run (and every parent) is validated before anything is created or trained.
     """
+    validate_all(specs, RunContext(data_dir, device, threads=threads))
     store = RunStore(runs_dir)
     wanted = {spec.run_hash() for spec in specs}
     ordered = waves(specs)

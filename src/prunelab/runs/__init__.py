@@ -18,6 +18,8 @@ from prunelab.runs.executors import (
     plan_options,
     register_executor,
     spec_from_json,
+    torch_threads,
+    validate_all,
     waves,
 )
 from prunelab.runs.structured import PRUNED_DIR, run_structured
@@ -40,5 +42,7 @@ __all__ = [
     "run_structured",
     "run_training",
     "spec_from_json",
+    "torch_threads",
+    "validate_all",
     "waves",
 ]

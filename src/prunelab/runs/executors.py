@@ -12,10 +12,13 @@ runners, so no two workers ever train a shared parent.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from prunelab.errors import PrunelabError
 from prunelab.registry import Registry
@@ -35,12 +38,16 @@ class RunContext:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         progress: called after each epoch of the run itself (not of its ancestors).
         stop_after_epoch: stop (as if killed) once this many epochs are done; for tests.
+        threads: torch intra-op threads for the run. Fixed per run (not derived from the worker
+            count), because CPU kernels split their reductions by thread: the same spec trained with
+            another thread count gives other weights. Recorded in each result's provenance.
     """
 
     data_dir: str | Path | None = None
     device: str = "cpu"
     progress: Progress | None = None
     stop_after_epoch: int | None = None
+    threads: int = 1
 
 
 def _no_plan(specs: Sequence[Any]) -> dict[str, dict[str, Any]]:
@@ -48,11 +55,15 @@ def _no_plan(specs: Sequence[Any]) -> dict[str, dict[str, Any]]:
 
 
 def _stored_result(spec: Any, store: RunStore, options: Mapping[str, Any]) -> dict[str, Any] | None:
-    return store.result(spec)
+    return store.verified_result(spec)
 
 
 def _never_inline(spec: Any) -> bool:
     return False
+
+
+def _nothing_to_validate(spec: Any, context: RunContext) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,9 @@ class Executor:
         finished: ``finished(spec, store, options) -> result | None``: a stored result that satisfies
             the run with these options, or None to (re)run it.
         inline: runs that must execute in the driver process (e.g. they time models).
+        validate: ``validate(spec, context)`` raises a one-line ``PrunelabError`` for a spec that
+            cannot run (a bad model option, a model that does not fit the data, a method the model
+            lacks the layers for); called for every run before anything is created or trained.
     """
 
     kind: str
@@ -81,6 +95,7 @@ class Executor:
         default=_stored_result
     )
     inline: Callable[[Any], bool] = field(default=_never_inline)
+    validate: Callable[[Any, RunContext], None] = field(default=_nothing_to_validate)
 
 
 EXECUTORS: Registry[Executor] = Registry("run kind")
@@ -167,6 +182,29 @@ def merge_run_options(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict
     return out
 
 
+def validate_all(specs: Iterable[Any], context: RunContext) -> None:
+    """Validate every run (and its ancestors) before anything is created or trained."""
+    seen: set[str] = set()
+    for spec in specs:
+        for run in [*ancestors(spec), spec]:
+            if run.run_hash() not in seen:
+                seen.add(run.run_hash())
+                executor_for(run).validate(run, context)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads, restoring the previous count."""
+    if threads < 1:
+        raise PrunelabError(f"threads must be at least 1, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def execute(
     spec: Any,
     store: RunStore,
@@ -189,10 +227,11 @@ def execute(
     """
     context = context or RunContext()
     chain = [*ancestors(spec), spec]
+    validate_all([spec], context)
     plan = plan_options(chain)
     if options:
         plan[spec.run_hash()] = merge_run_options(plan.get(spec.run_hash(), {}), options)
-    quiet = RunContext(context.data_dir, context.device)
+    quiet = RunContext(context.data_dir, context.device, threads=context.threads)
     for run in chain[:-1]:
         _execute_one(run, store, quiet, plan.get(run.run_hash(), {}), force=False)
     return _execute_one(spec, store, context, plan.get(spec.run_hash(), {}), force=force)
@@ -201,13 +240,20 @@ def execute(
 def _execute_one(
     spec: Any, store: RunStore, context: RunContext, options: Mapping[str, Any], *, force: bool
 ) -> dict[str, Any]:
+    """Run one spec whose parents are finished, holding its claim: a second process asking for the
+    same run waits here, then finds it finished. A run that raises is marked failed."""
     executor = executor_for(spec)
-    if force:
-        store.reset(spec)
-    else:
-        done = executor.finished(spec, store, options)
-        if done is not None:
-            return done
-    for parent, role in executor.parents(spec):
-        store.link(spec, parent, role)
-    return executor.run(spec, store, context, **options)
+    with store.claim(spec), torch_threads(context.threads):
+        if force:
+            store.reset(spec)
+        else:
+            done = executor.finished(spec, store, options)
+            if done is not None:
+                return done
+        for parent, role in executor.parents(spec):
+            store.link(spec, parent, role)
+        try:
+            return executor.run(spec, store, context, **options)
+        except Exception as exc:
+            store.fail(spec, f"{type(exc).__name__}: {exc}")
+            raise

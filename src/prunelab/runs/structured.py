@@ -25,7 +25,7 @@ from prunelab.data import DataBundle
 from prunelab.models import build_model
 from prunelab.pruning.mask import Mask
 from prunelab.runs.executors import Executor, RunContext, register_executor
-from prunelab.runs.training import dataset_for, resolve_device, train_through_store
+from prunelab.runs.training import check_model_fits, dataset_for, resolve_device, train_through_store
 from prunelab.seeding import derive_seed, generator
 from prunelab.spec.structured import StructuredRunSpec, trains_large_model
 from prunelab.store import RunStore
@@ -283,6 +283,36 @@ def run_structured(
     return _run_training_stage(spec, store, context)
 
 
+def validate_structured(spec: StructuredRunSpec, context: RunContext) -> None:
+    """Before anything runs: the large model fits the data, the method's training hooks accept it
+    (slimming needs BatchNorm), and a data-free method can prune it (tried on a fresh model)."""
+    from prunelab.errors import PrunelabError
+    from prunelab.pruning.structured import STRUCTURED_METHODS, large_model_hooks, prune_structured
+
+    _, model = check_model_fits(spec, context.data_dir)
+    if spec.method is None:
+        return
+    entry = STRUCTURED_METHODS.get(spec.method)
+    key = spec.model_copy(update={"stage": "prune", "seed": 0}).canonical()
+    if key in _PRUNABLE:
+        return
+    if entry.trains_large_model:
+        large_model_hooks(spec.method, model, spec.options)
+    if not entry.needs_data:
+        try:
+            prune_structured(model, spec.method, seed=0, options=spec.options)
+        except PrunelabError:
+            raise
+        except Exception as exc:
+            raise PrunelabError(
+                f"structured method {spec.method!r} cannot prune model {spec.model.name!r}: {exc}"
+            ) from None
+    _PRUNABLE[key] = None
+
+
+_PRUNABLE: dict[str, None] = {}
+
+
 def _parents(spec: StructuredRunSpec) -> list[tuple[Any, str]]:
     parent = spec.parent()
     if parent is None:
@@ -297,5 +327,6 @@ STRUCTURED = register_executor(
         run=run_structured,
         parents=_parents,
         inline=lambda spec: spec.stage == "prune",
+        validate=validate_structured,
     )
 )

@@ -11,6 +11,7 @@ retrains per the ticket's time points.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,14 @@ def resolve_device(device: str | None) -> torch.device:
         raise PrunelabError(f"unknown device {device!r}; valid choices: auto, cpu, cuda, cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise PrunelabError(f"device {device!r} requested but CUDA is not available; use cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise PrunelabError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if resolved.type not in ("cpu", "cuda"):
+        backend = getattr(torch.backends, resolved.type, None)
+        if backend is None or not backend.is_available():
+            raise PrunelabError(
+                f"device {device!r} is not available here; valid choices: auto, cpu, cuda, cuda:N"
+            )
     return resolved
 
 
@@ -63,6 +72,47 @@ def dataset_for(spec: Any, data_dir: str | Path | None, device: torch.device) ->
     if corruption is not None:
         data = corrupt_training_data(data, corruption, generator(spec.seed, "check"))
     return data
+
+
+_FITTING: dict[str, None] = {}
+
+
+def check_model_fits(spec: Any, data_dir: str | Path | None) -> tuple[DataBundle, torch.nn.Module]:
+    """Load ``spec.data`` (on CPU, cached) and build ``spec.model`` for it, checking with a forward
+    pass of two test examples that the model accepts the data and outputs one logit per class.
+
+    Returns the data and a freshly built model (seed 0) for further checks.
+
+    Raises:
+        PrunelabError: a bad model option, or a model that does not fit the data (one line).
+    """
+    options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in spec.data.options.items()))
+    data = _cached_dataset(spec.data.name, options, None if data_dir is None else str(data_dir), "cpu")
+    key = json.dumps([spec.data.model_dump(mode="json"), spec.model.model_dump(mode="json")], sort_keys=True)
+    model = build_model(spec.model.name, data.input_shape, data.num_classes, seed=0, **spec.model.options)
+    if key in _FITTING:
+        return data, model
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.test_x[:2].cpu())
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PrunelabError(
+            f"model {spec.model.name!r} does not fit dataset {spec.data.name!r} "
+            f"(examples of shape {tuple(data.input_shape)}): {first}"
+        ) from None
+    if tuple(out.shape) != (2, data.num_classes):
+        raise PrunelabError(
+            f"model {spec.model.name!r} outputs shape {tuple(out.shape[1:])} per example on dataset "
+            f"{spec.data.name!r}, which has {data.num_classes} classes"
+        )
+    _FITTING[key] = None
+    return data, model
+
+
+def validate_training(spec: RunSpec, context: RunContext) -> None:
+    """Before anything runs: the model builds with its options and fits the data."""
+    check_model_fits(spec, context.data_dir)
 
 
 def retrain_schedule(spec: RunSpec) -> tuple[TrainConfig, int]:
@@ -115,6 +165,7 @@ def _ticket_mask(
         prunable=pruning.prunable,
         options=pruning.options,
         within=within,
+        allow_trained=True,  # the model holds the parent's trained weights here
     )
     model.load_state_dict(weights_at(ticket.score if ticket.keep == "end" else ticket.keep))
     apply_weight_checks(model, mask, checks, spec.seed)
@@ -275,7 +326,6 @@ def run_training(
     began = time.perf_counter()
     dev = resolve_device(context.device)
     data = dataset_for(spec, context.data_dir, dev)
-    store.begin(spec)
     model = build_model(
         spec.model.name,
         data.input_shape,
@@ -283,6 +333,7 @@ def run_training(
         seed=derive_seed(spec.seed, "init"),
         **spec.model.options,
     ).to(dev)
+    store.begin(spec)
     mask, resume, prune_seconds = _prepare(spec, store, model, data, needed)
     config, start_epoch = retrain_schedule(spec)
     accuracy = train_through_store(
@@ -328,7 +379,7 @@ def _plan(specs: Sequence[RunSpec]) -> dict[str, dict[str, Any]]:
 
 
 def _finished(spec: RunSpec, store: RunStore, options: Mapping[str, Any]) -> dict[str, Any] | None:
-    result = store.result(spec)
+    result = store.verified_result(spec)
     wanted = [int(e) for e in options.get("save_epochs", ()) if int(e) > 0]
     if result is None or not all(store.rewind_path(spec, e).is_file() for e in wanted):
         return None
@@ -336,7 +387,15 @@ def _finished(spec: RunSpec, store: RunStore, options: Mapping[str, Any]) -> dic
 
 
 TRAINING = register_executor(
-    Executor("training", RunSpec, run=run_training, parents=_parents, plan=_plan, finished=_finished)
+    Executor(
+        "training",
+        RunSpec,
+        run=run_training,
+        parents=_parents,
+        plan=_plan,
+        finished=_finished,
+        validate=validate_training,
+    )
 )
 
 
@@ -350,13 +409,14 @@ def execute_run(
     progress: Callable[[int, int], None] | None = None,
     stop_after_epoch: int | None = None,
     save_epochs: Collection[int] = (),
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Run ``spec`` (its trunk and earlier IMP rounds first) to completion, resume it, or read it
     back; returns the contents of ``result.json``. The same as :func:`prunelab.runs.execute` with a
     :class:`RunContext`; ``save_epochs`` adds rewinding epochs to keep (dense trunks)."""
     from prunelab.runs.executors import execute
 
-    context = RunContext(data_dir, device or "cpu", progress, stop_after_epoch)
+    context = RunContext(data_dir, device or "cpu", progress, stop_after_epoch, threads)
     options = {"save_epochs": sorted({int(e) for e in save_epochs})} if save_epochs else None
     return execute(spec, store, context, force=force, options=options)
 

@@ -150,6 +150,9 @@ class PruningSpec(BaseModel):
     prunable: PrunableSet = Field(default_factory=PrunableSet)
     options: dict[str, OptionValue] = Field(default_factory=dict)
     ticket: TicketSpec | None = None
+    #: SHA-256 of the mask file of a ``like:FILE`` allocation, filled in when the spec is made, so
+    #: the run's hash names the mask's content, not its path (a changed file is a different run).
+    like_sha256: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -198,8 +201,24 @@ class PruningSpec(BaseModel):
             object.__setattr__(self, "allocation", method.allocation)
         elif not self.allocation.lower().startswith("like:"):
             object.__setattr__(self, "allocation", ALLOCATIONS.get(self.allocation).name)
+        else:
+            self._pin_like_file(self.allocation[5:])
         method.resolve_options(self.options)
         return self
+
+    def _pin_like_file(self, path: str) -> None:
+        from prunelab.integrity import file_sha256
+
+        if not Path(path).is_file():
+            raise ValueError(f"allocation like:{path}: no such mask file")
+        digest = file_sha256(Path(path))
+        if self.like_sha256 is None:
+            object.__setattr__(self, "like_sha256", digest)
+        elif self.like_sha256 != digest:
+            raise ValueError(
+                f"allocation like:{path}: the mask file changed since this run was specified "
+                f"(sha256 {self.like_sha256[:12]}..., now {digest[:12]}...)"
+            )
 
     @property
     def trained(self) -> bool:
@@ -232,6 +251,25 @@ class RunSpec(BaseModel):
             valid = [name for name, c in CHECKS.items() if c.stage == "data"]
             raise ValueError(f"training_corruption {value!r} is not a data check; valid: {', '.join(valid)}")
         return check.name
+
+    @model_validator(mode="after")
+    def _time_points_within_training(self) -> RunSpec:
+        # A ticket that scores or rewinds at epoch k needs a trunk that trains past k; rewinding to
+        # the last epoch and continuing would train 0 epochs (a silent non-result).
+        ticket = self.pruning.ticket if self.pruning is not None else None
+        if ticket is None:
+            return self
+        epochs = self.train.epochs
+        for name in ("score", "keep"):
+            point = getattr(ticket, name)
+            if isinstance(point, int) and point > epochs:
+                raise ValueError(f"ticket.{name}={point} is past the end of training ({epochs} epochs)")
+        if ticket.retrain == "continue" and isinstance(ticket.keep, int) and ticket.keep >= epochs:
+            raise ValueError(
+                f"ticket.keep={ticket.keep} with retrain 'continue' leaves {epochs - ticket.keep} of {epochs} "
+                f"epochs to train; use more epochs (train.epochs > {ticket.keep}) or an earlier keep"
+            )
+        return self
 
     def canonical(self) -> str:
         """Canonical JSON: non-default fields only, sorted keys, no whitespace."""
@@ -271,13 +309,35 @@ class RunSpec(BaseModel):
         return "-".join(parts)
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line from a pydantic error: the field path, the message and the offending value."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "spec"
-    message = str(err.get("msg", "invalid value"))
-    message = message.removeprefix("Value error, ")
-    return f"{where}: {message}"
+def _field_names(cls: Any, seen: set[int] | None = None) -> set[str]:
+    """Every field name of a pydantic model and of the models nested in it."""
+    seen = seen if seen is not None else set()
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or id(cls) in seen:
+        return set()
+    seen.add(id(cls))
+    names = set(cls.model_fields)
+    for info in cls.model_fields.values():
+        for arg in (info.annotation, *getattr(info.annotation, "__args__", ())):
+            names |= _field_names(arg, seen)
+    return names
+
+
+def format_validation_error(exc: ValidationError, cls: Any = None) -> str:
+    """One line from a pydantic error: every problem (``path: message``, joined by ``; ``), with
+    the likely intended field for a misspelt one when ``cls`` (the model validated) is given."""
+    import difflib
+
+    known = _field_names(cls)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ())) or "spec"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden" and known:
+            close = difflib.get_close_matches(str(err["loc"][-1]), sorted(known), n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
 
 
 def parse_model(cls: type[BaseModel], payload: Any, source: str = "spec") -> Any:
@@ -285,7 +345,7 @@ def parse_model(cls: type[BaseModel], payload: Any, source: str = "spec") -> Any
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:
-        raise PrunelabError(f"invalid {source}: {format_validation_error(exc)}") from None
+        raise PrunelabError(f"invalid {source}: {format_validation_error(exc, cls)}") from None
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -294,7 +354,13 @@ def load_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise PrunelabError(f"spec file {str(path)!r} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrunelabError(f"spec file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise PrunelabError(f"spec file {str(path)!r} cannot be read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PrunelabError(
             f"spec file {str(path)!r} is not valid YAML ({str(exc).splitlines()[0]})"
