@@ -362,3 +362,56 @@ def test_a_non_utf8_spec_file_is_one_line(tmp_path: Path, capsys: pytest.Capture
     spec.write_bytes(b"data: {name: \xff\xfe}\n")
     assert main(["run", str(spec), "--runs-dir", str(tmp_path)]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kills_at_random_points_resume_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """SIGKILL a training process at random moments (mid-epoch, mid-checkpoint, mid-finish), resume
+    each time, and end with weights bit-identical to a run that was never interrupted."""
+    import random
+    import signal
+    import time
+
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "cnn1d",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--set",
+        "train.augment=false",
+        "--set",
+        "model.options.channels=4",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from prunelab.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
+    rng = random.Random(0)
+    killed = 0
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [*command, *args, "--runs-dir", str(tmp_path / "killed")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(2.0, 4.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    assert main([*args, "--runs-dir", str(tmp_path / "killed")]) == 0
+    assert main([*args, "--runs-dir", str(tmp_path / "clean")]) == 0
+    assert killed >= 1 and _same(_weights(tmp_path / "killed"), _weights(tmp_path / "clean"))
+    (name,) = [p.parent.name for p in (tmp_path / "killed").glob("*/result.json")]
+    rows = (tmp_path / "killed" / name / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 9))
