@@ -137,10 +137,20 @@ def test_tiny_study_end_to_end_report_and_resume(tmp_path: Path) -> None:
     weight_level = next(m for m in summary.methods if m.method == "weight_level")
     assert weight_level.masked
     out = html.parent
-    for name in ("report.html", "report.md", "accuracy_by_protocol.png", "accuracy.csv", "verdicts.csv"):
+    for name in (
+        "report.html",
+        "report.md",
+        "accuracy_by_protocol.png",
+        "accuracy.csv",
+        "verdicts.csv",
+        "latency.csv",
+    ):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()
     assert "paired t-test" in md and "Scratch-B" in md and "l1norm" in md and "density" in md
+    # 3 methods x 2 scratch protocols, corrected as one family; latency as median and IQR
+    assert "Holm-Bonferroni correction over 6 tests" in md and "p (Holm-adjusted)" in md
+    assert "IQR" in md and "± 0.00" not in md
     assert "data:image/png;base64," in html.read_text()
 
     # each run trained (or pruned) exactly once; a second call recomputes nothing

@@ -46,6 +46,9 @@ def test_study_end_to_end_and_report(tmp_path: Path) -> None:
         ("magnitude", "invert"),
     }
     assert all(v.n_pairs == 2 for v in summary.verdicts)
+    # one family: Holm over every verdict with a p-value; the adjusted p is never below the raw one
+    assert all(v.p.correction == "holm" and v.p.family == len(summary.verdicts) for v in summary.verdicts)
+    assert all(v.p_adjusted >= v.p_raw for v in summary.verdicts)
     assert summary.dense is not None and summary.dense.n == 2
     out = html.parent
     for name in (
@@ -61,7 +64,9 @@ def test_study_end_to_end_and_report(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     page = html.read_text()
     assert "At a glance" in page and "paired t-test" in page and "data:image/png;base64" in page
-    assert "random ticket (smart_ratio)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "random ticket (smart_ratio)" in md
+    assert f"Holm-Bonferroni correction over {len(summary.verdicts)} tests" in md and "± 0.00" not in md
     # A second call finds every run finished and trains nothing.
     again, _ = run_study(STUDY, tmp_path / "runs", progress=False)
     assert [c.accuracy.mean for c in again.cells] == [c.accuracy.mean for c in summary.cells]

@@ -3,10 +3,21 @@
 Measurements, not tests: nothing here asserts on time. Models are timed in eval mode without autograd,
 on a private copy moved to ``device`` (the caller's model is never moved or switched to eval), with
 ``torch.cuda.synchronize`` around every timed region on CUDA. After ``warmup`` untimed forwards, each
-of ``repeats`` repeats times ``inner`` consecutive forwards (``inner`` chosen so a repeat lasts at least
-``min_repeat_ms``, as one forward of a small model is near the clock's resolution) and records the mean
-per forward. Reported: median and interquartile range over repeats. :func:`compare_models` interleaves
-the two models repeat by repeat, so slow drift in machine speed hits both alike.
+repeat times ``inner`` consecutive forwards (blocked timing: ``inner`` is chosen so a repeat lasts at
+least ``min_repeat_ms``, as one forward of a small model is near the clock's resolution) and records
+the mean per forward. Reported: median and interquartile range (IQR) over repeats.
+
+Repeats are adaptive: after the first ``repeats``, more follow until the relative IQR (IQR / median)
+is at most ``target_spread``, or ``max_repeats`` or the ``time_budget_s`` is reached. A measurement
+that ends with a relative IQR above ``unreliable_spread`` (or with fewer than
+:data:`MIN_SPREAD_REPEATS` repeats, too few for quartiles) is flagged ``unreliable``: on a busy
+machine the same model can time anywhere from 0.5 to 100 ms, and such a number must not be read as a
+speedup.
+
+:func:`compare_models` interleaves the two models repeat by repeat, so slow drift in machine speed
+hits both alike. That is why the timing loop is our own: ``torch.utils.benchmark.Timer`` (whose
+``adaptive_autorange`` does the same warm-up, blocked timing and IQR-based stopping) times one
+statement at a time, and by default on one thread.
 """
 
 from __future__ import annotations
@@ -24,6 +35,16 @@ from torch import nn
 from prunelab.errors import PrunelabError
 from prunelab.evaluation.flops import count_flops, count_params
 
+#: Stop repeating once the relative IQR (IQR / median) of every timed model is at most this.
+TARGET_SPREAD = 0.05
+#: A measurement whose relative IQR ends above this is flagged unreliable.
+UNRELIABLE_SPREAD = 0.10
+#: Unless ``max_repeats`` says otherwise, at most this many times ``repeats`` timed repeats per batch
+#: size (a caller asking for few repeats wants a quick measurement, a flagged one if need be).
+MAX_REPEATS_FACTOR = 10
+#: Fewer repeats than this give no usable quartiles: such a measurement is always unreliable.
+MIN_SPREAD_REPEATS = 4
+
 
 @dataclass(frozen=True)
 class LatencyRecord:
@@ -35,8 +56,11 @@ class LatencyRecord:
         iqr_ms: interquartile range (75th - 25th percentile) of the same, milliseconds.
         throughput: ``batch_size / median`` in examples (images) per second.
         device: the device timed on, e.g. ``"cpu"`` or ``"cuda:0"``.
-        repeats: number of timed repeats.
+        repeats: number of timed repeats (adaptive: see the module docstring).
         inner: forwards per repeat (``median_ms`` is per forward).
+        rel_iqr: ``iqr_ms / median_ms``, the measurement's spread (NaN when not measured).
+        unreliable: True when ``rel_iqr`` is above the threshold it was measured against, or there
+            were fewer than :data:`MIN_SPREAD_REPEATS` repeats; reports mark such numbers.
     """
 
     batch_size: int
@@ -46,6 +70,8 @@ class LatencyRecord:
     device: str
     repeats: int = 0
     inner: int = 1
+    rel_iqr: float = math.nan
+    unreliable: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,11 @@ class ComparisonRow:
     pruned: LatencyRecord
     speedup: float
 
+    @property
+    def unreliable(self) -> bool:
+        """The speedup rests on at least one unreliable measurement."""
+        return self.full.unreliable or self.pruned.unreliable
+
 
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -87,7 +118,9 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def _check_counts(batch_sizes: Sequence[int], warmup: int, repeats: int) -> list[int]:
+def _check_counts(
+    batch_sizes: Sequence[int], warmup: int, repeats: int, max_repeats: int | None = None
+) -> list[int]:
     if isinstance(batch_sizes, int) or not batch_sizes:
         raise PrunelabError(f"batch_sizes must be a non-empty list of positive ints, got {batch_sizes!r}")
     sizes = [int(b) for b in batch_sizes]
@@ -95,7 +128,13 @@ def _check_counts(batch_sizes: Sequence[int], warmup: int, repeats: int) -> list
         raise PrunelabError(f"batch_sizes must be positive, got {list(batch_sizes)!r}")
     if warmup < 0 or repeats < 1:
         raise PrunelabError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    if max_repeats is not None and max_repeats < repeats:
+        raise PrunelabError(f"need max_repeats >= repeats, got max_repeats={max_repeats}, repeats={repeats}")
     return sizes
+
+
+def _most_repeats(repeats: int, max_repeats: int | None) -> int:
+    return MAX_REPEATS_FACTOR * repeats if max_repeats is None else max_repeats
 
 
 def _private_copy(model: nn.Module, device: torch.device) -> nn.Module:
@@ -112,6 +151,15 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+def _spread(values: Sequence[float]) -> float:
+    """Relative IQR (IQR / median) of ``values``; inf with too few values to tell."""
+    if len(values) < MIN_SPREAD_REPEATS:
+        return math.inf
+    median = statistics.median(values)
+    low, high = _quartiles(values)
+    return (high - low) / median if median > 0 else math.inf
+
+
 def _time_interleaved(
     models: Sequence[nn.Module],
     x: torch.Tensor,
@@ -120,8 +168,14 @@ def _time_interleaved(
     warmup: int,
     repeats: int,
     min_repeat_ms: float,
+    max_repeats: int,
+    time_budget_s: float,
+    target_spread: float,
+    unreliable_spread: float,
 ) -> list[LatencyRecord]:
-    """Time ``models`` (already on ``device``, eval) on input ``x``, repeats interleaved."""
+    """Time ``models`` (already on ``device``, eval) on input ``x``, repeats interleaved, adaptively
+    (at least ``repeats``; then until every spread is at most ``target_spread``, ``max_repeats`` or
+    ``time_budget_s`` seconds of timed repeats)."""
 
     def run(model: nn.Module, times: int) -> float:
         _synchronize(device)
@@ -139,15 +193,26 @@ def _time_interleaved(
             single = run(model, 1)  # calibrate: enough forwards per repeat to beat clock noise
             inners.append(max(1, math.ceil(min_repeat_ms / max(single, 1e-6))))
         per_forward: list[list[float]] = [[] for _ in models]
-        for r in range(repeats):
+        began = time.perf_counter()
+        r = 0
+        while r < max_repeats:
             order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
             for i in order:
                 per_forward[i].append(run(models[i], inners[i]) / inners[i])
+            r += 1
+            if r < repeats:
+                continue
+            # Settled, or out of budget: a noisy machine gets a flagged measurement, not an endless one.
+            if max(_spread(t) for t in per_forward) <= target_spread:
+                break
+            if time.perf_counter() - began >= time_budget_s:
+                break
     batch = int(x.shape[0])
     records = []
     for times, inner in zip(per_forward, inners, strict=True):
         median = statistics.median(times)
         low, high = _quartiles(times)
+        rel_iqr = (high - low) / median if median > 0 else math.inf
         records.append(
             LatencyRecord(
                 batch_size=batch,
@@ -155,8 +220,10 @@ def _time_interleaved(
                 iqr_ms=high - low,
                 throughput=batch / (median / 1e3) if median > 0 else math.inf,
                 device=str(device),
-                repeats=repeats,
+                repeats=len(times),
                 inner=inner,
+                rel_iqr=rel_iqr,
+                unreliable=len(times) < MIN_SPREAD_REPEATS or not rel_iqr <= unreliable_spread,
             )
         )
     return records
@@ -178,6 +245,10 @@ def measure_latency(
     warmup: int = 5,
     repeats: int = 20,
     min_repeat_ms: float = 20.0,
+    max_repeats: int | None = None,
+    time_budget_s: float = 2.0,
+    target_spread: float = TARGET_SPREAD,
+    unreliable_spread: float = UNRELIABLE_SPREAD,
 ) -> list[LatencyRecord]:
     """Forward latency and throughput of ``model`` for examples of ``input_shape`` (no batch dim).
 
@@ -187,10 +258,16 @@ def measure_latency(
         batch_sizes: one :class:`LatencyRecord` per batch size, in this order.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CUDA is synchronised around every timing).
         warmup: untimed forwards per batch size before timing.
-        repeats: timed repeats per batch size (median and IQR are over these).
+        repeats: the fewest timed repeats per batch size (median and IQR are over all repeats).
         min_repeat_ms: each repeat runs enough forwards to last at least this long.
+        max_repeats: the most timed repeats per batch size (default ``10 * repeats``;
+            ``max_repeats=repeats`` gives a fixed count, as before adaptive repeats).
+        time_budget_s: seconds of timed repeats per batch size after which no further repeat starts
+            (the first ``repeats`` always run).
+        target_spread: stop early once the relative IQR (IQR / median) is at most this.
+        unreliable_spread: flag the record ``unreliable`` when its relative IQR ends above this.
     """
-    sizes = _check_counts(batch_sizes, warmup, repeats)
+    sizes = _check_counts(batch_sizes, warmup, repeats, max_repeats)
     dev = _resolve_device(device)
     twin = _private_copy(model, dev)
     return [
@@ -201,6 +278,10 @@ def measure_latency(
             warmup=warmup,
             repeats=repeats,
             min_repeat_ms=min_repeat_ms,
+            max_repeats=_most_repeats(repeats, max_repeats),
+            time_budget_s=time_budget_s,
+            target_spread=target_spread,
+            unreliable_spread=unreliable_spread,
         )[0]
         for b in sizes
     ]
@@ -216,15 +297,21 @@ def compare_models(
     warmup: int = 5,
     repeats: int = 20,
     min_repeat_ms: float = 20.0,
+    max_repeats: int | None = None,
+    time_budget_s: float = 2.0,
+    target_spread: float = TARGET_SPREAD,
+    unreliable_spread: float = UNRELIABLE_SPREAD,
 ) -> list[ComparisonRow]:
     """Parameters, FLOPs, latency and speedup of ``pruned`` against ``full``, one row per batch size.
 
     The two models are timed alternately, repeat by repeat (see the module docstring); the other
     arguments are those of :func:`measure_latency`. Counts are of the models as given (dense counts:
     for masked models use ``count_flops(..., nonzero_only=True)`` yourself; masks do not speed up
-    dense kernels, which is the point of measuring).
+    dense kernels, which is the point of measuring). Repeats continue until both models' spreads
+    are at most ``target_spread`` (or the budget is spent); ``row.unreliable`` flags a speedup that
+    rests on an unreliable measurement.
     """
-    sizes = _check_counts(batch_sizes, warmup, repeats)
+    sizes = _check_counts(batch_sizes, warmup, repeats, max_repeats)
     dev = _resolve_device(device)
     params_full, params_pruned = count_params(full), count_params(pruned)
     flops_full = count_flops(full, tuple(input_shape))
@@ -234,7 +321,16 @@ def compare_models(
     for b in sizes:
         x = _input(twins[0], b, tuple(input_shape), dev)
         rec_full, rec_pruned = _time_interleaved(
-            twins, x, dev, warmup=warmup, repeats=repeats, min_repeat_ms=min_repeat_ms
+            twins,
+            x,
+            dev,
+            warmup=warmup,
+            repeats=repeats,
+            min_repeat_ms=min_repeat_ms,
+            max_repeats=_most_repeats(repeats, max_repeats),
+            time_budget_s=time_budget_s,
+            target_spread=target_spread,
+            unreliable_spread=unreliable_spread,
         )
         rows.append(
             ComparisonRow(

@@ -5,33 +5,54 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from prunelab.report.files import atomic_csv, write_text_atomic
-from prunelab.report.plots import _STYLE
+from prunelab.report.plots import _STYLE, clipped_band, method_colours
 from prunelab.report.provenance import provenance_html, provenance_markdown
-from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table, _p, _pct, _pp
+from prunelab.report.sanity import (
+    _CSS,
+    ACCURACY_FORMAT,
+    _correction_text,
+    _html_table,
+    _inline_markdown,
+    _md_table,
+    _p,
+    _pct,
+    _pp,
+    _warnings_html,
+    _warnings_md,
+)
 from prunelab.summaries.lottery import LotterySummary
 from prunelab.summaries.sanity import SanitySummary
-from prunelab.summaries.stats import SIGNIFICANCE
+from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS
 
 WINNING = "lottery"
 RANDOM_INIT = "lottery + reinit_fan"
 
 
 def _verdict(lr: float, summary: SanitySummary) -> tuple[str, str]:
-    """(one-line conclusion, CSS class) for the winning-vs-random comparison at ``lr``."""
+    """(one-line conclusion, CSS class) for the winning-vs-random comparison at ``lr``, decided on
+    the p-value adjusted over the study's family (one verdict per lr)."""
     verdict = next((v for v in summary.verdicts if v.check == "reinit_fan"), None)
     if verdict is None:
         return f"lr {lr:g}: no finished pairs yet", "neutral"
-    p, diff = verdict.test.p_value, verdict.test.diff
-    gain = f"random re-init minus winning ticket = {_pp(diff)} pp (p = {_p(p)}, {verdict.n_pairs} pairs)"
-    if not math.isnan(p) and p < SIGNIFICANCE and diff.mean < 0:
+    diff = verdict.test.diff
+    if verdict.inconclusive:
+        return (
+            f"lr {lr:g}: **{INCONCLUSIVE}**: {verdict.n_pairs} (level, seed) pair(s), the paired t-test "
+            f"needs at least {MIN_PAIRS}; random re-init minus winning ticket = {_pp(diff)} pp",
+            "inconclusive",
+        )
+    gain = (
+        f"random re-init minus winning ticket = {_pp(diff)} pp (p = {_p(verdict.p_raw)}, adjusted p = "
+        f"{_p(verdict.p_adjusted)}, n = {verdict.n_pairs} pairs)"
+    )
+    if verdict.p.significant and diff.mean < 0:
         return f"lr {lr:g}: **the winning-ticket initialisation helps**: {gain}", "hurts"
-    if not math.isnan(p) and p < SIGNIFICANCE and diff.mean > 0:
+    if verdict.p.significant and diff.mean > 0:
         return f"lr {lr:g}: **random re-initialisation is better**: {gain}", "helps"
     return (
         f"lr {lr:g}: **no significant difference** between winning ticket and random re-init: {gain}",
@@ -78,16 +99,17 @@ def _rows(lr: float, summary: SanitySummary, levels: tuple[int, ...]) -> list[li
                 str(level),
                 f"{density:.4g}",
                 f"{100 * (1 - density):.1f}",
-                _pct(win.accuracy) if win else "–",
-                _pct(rand.accuracy) if rand else "–",
+                _pct(win.accuracy, n_expected=len(summary.study.seeds)) if win else "–",
+                _pct(rand.accuracy, n_expected=len(summary.study.seeds)) if rand else "–",
                 diff,
-                _pct(summary.dense) if summary.dense else "–",
+                _pct(summary.dense, n_expected=len(summary.study.seeds)) if summary.dense else "–",
             ]
         )
     return rows
 
 
 def _plot(summary: LotterySummary, path: Path) -> Path:
+    colours = method_colours(["winning ticket", "random re-init"])  # the same in every lr's panel
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(
             1, len(summary.per_lr), figsize=(5.2 * len(summary.per_lr), 4.2), sharey=True
@@ -99,20 +121,17 @@ def _plot(summary: LotterySummary, path: Path) -> Path:
                 if not cells:
                     continue
                 xs = [c.density for c in cells]
-                (line,) = ax.plot(
+                name = "winning ticket" if label == WINNING else "random re-init"
+                ax.plot(
                     xs,
                     [100 * c.accuracy.mean for c in cells],
                     style,
                     marker="o",
-                    label="winning ticket" if label == WINNING else "random re-init",
+                    label=name,
+                    color=colours[name],
                 )
-                ax.fill_between(
-                    xs,
-                    [100 * c.accuracy.low for c in cells],
-                    [100 * c.accuracy.high for c in cells],
-                    color=line.get_color(),
-                    alpha=0.15,
-                )
+                low, high = clipped_band((c.accuracy for c in cells), 0.0, 1.0)
+                ax.fill_between(xs, low, high, color=colours[name], alpha=0.15)
             if sub.dense is not None:
                 ax.axhline(100 * sub.dense.mean, color="black", lw=1, label="dense")
             ax.set_xscale("log")
@@ -128,11 +147,13 @@ def _plot(summary: LotterySummary, path: Path) -> Path:
 
 
 def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
-    """Write report.md, report.html, levels.csv and the plot into ``out_dir``; return report.html."""
+    """Write report.md, report.html, levels.csv, verdicts.csv and the plot into ``out_dir``; return
+    report.html."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     study = summary.study
     t = study.train
+    all_p = [v.p for _, sub in summary.per_lr for v in sub.verdicts]
     title = f"Winning ticket vs random re-initialisation: {study.data.name} / {study.model.name}"
     setup = [
         f"dataset `{study.data.name}`, model `{study.model.name}`; training: {t.epochs} epochs, batch "
@@ -141,8 +162,10 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         f"weights per round, rewound to the original initialisation (winning ticket, Frankle & Carbin 2019); "
         f"random re-init = the same mask on a fresh He init with each layer's effective fan-in (Liu et al. 2019)",
         f"levels {', '.join(map(str, study.levels))}; seeds {', '.join(map(str, study.seeds))}; "
-        "accuracy = final-epoch test accuracy (%), mean ± 95% t-interval over seeds",
-        f"verdict: paired two-sided t-test over (level, seed) pairs, alpha = {SIGNIFICANCE}",
+        f"accuracy = final-epoch test accuracy (%), {ACCURACY_FORMAT}",
+        f"verdict: paired two-sided t-test over (level, seed) pairs, one per lr (with fewer than {MIN_PAIRS} "
+        f"pairs it is {INCONCLUSIVE}); p-values adjusted for multiple comparisons: "
+        f"{_correction_text(all_p, study.correction, study.alpha)}",
     ]
     verdicts = [_verdict(lr, sub) for lr, sub in summary.per_lr]
     pattern = liu_pattern(summary)
@@ -167,6 +190,7 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         "",
         *[f"- {line}" for line in setup],
         f"\n**{missing} run(s) not finished.**\n" if missing else "",
+        *_warnings_md(summary.notes),
         "## At a glance",
         "",
         *[f"- {text}" for text, _ in verdicts],
@@ -186,6 +210,7 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
 <h1>{html.escape(title)}</h1>
 <p class="sub">{"<br>".join(_inline_markdown(x) for x in setup)}</p>
 {f"<p><b>{missing} run(s) not finished.</b></p>" if missing else ""}
+{_warnings_html(summary.notes)}
 <h2>At a glance</h2><div class="headline"><ul>{"".join(f'<li class="{cls}">{_inline_markdown(text)}</li>' for text, cls in verdicts)}</ul></div>
 <h2>Accuracy against density</h2><img src="data:image/png;base64,{image}">
 <h2>Test accuracy (%) per IMP level</h2>{_html_table(header, rows)}
@@ -204,5 +229,24 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
                         cell.accuracy.mean,
                         cell.accuracy.half_width,
                     ]
+                )
+    with atomic_csv(out / "verdicts.csv") as writer:
+        writer.writerow(
+            ["lr", "check", "mean_diff", "ci_half", "p_value", "p_adjusted", "correction", "n_tests", "alpha"]
+            + ["n_pairs", "conclusion"]
+        )
+        for lr, sub in summary.per_lr:
+            for v in sub.verdicts:
+                writer.writerow(
+                    [
+                        lr,
+                        v.check,
+                        v.test.diff.mean,
+                        v.test.diff.half_width,
+                        v.p_raw,
+                        v.p_adjusted,
+                        v.p.correction,
+                    ]
+                    + [v.p.family, v.p.alpha, v.n_pairs, v.conclusion]
                 )
     return out / "report.html"

@@ -2,9 +2,12 @@
 
 Writes ``report.md`` (plots referenced as PNG files), ``report.html`` (self-contained: plots embedded),
 ``accuracy.csv`` (one row per method and table row) and ``verdicts.csv`` (one per method and scratch
-protocol). Accuracies are final-epoch test accuracy in %, mean ± 95% t-interval half-width over
-seeds. Densities are kept fractions (of all parameters, or of the conv weights for weight-level
-masks); sparsity = 1 − density.
+protocol) and ``latency.csv`` (every latency measurement, with its spread and reliability flag).
+Accuracies are final-epoch test accuracy in %, mean and 95% t-interval over seeds (clipped to
+0–100 % for display). Densities are kept fractions (of all parameters, or of the conv weights for
+weight-level masks); sparsity = 1 − density. Latency is the median over timed repeats with its
+interquartile range; a speedup resting on a measurement whose relative IQR is too large is marked
+"unreliable: spread x%".
 """
 
 from __future__ import annotations
@@ -21,18 +24,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from prunelab.report.files import atomic_csv, write_text_atomic  # noqa: E402
-from prunelab.report.provenance import provenance_html, provenance_markdown
-from prunelab.report.sanity import _CSS, _html_table, _inline_markdown, _md_table  # noqa: E402
+from prunelab.report.plots import clipped_yerr, method_colours  # noqa: E402
+from prunelab.report.provenance import provenance_html, provenance_markdown  # noqa: E402
+from prunelab.report.sanity import (  # noqa: E402
+    _CSS,
+    ACCURACY_FORMAT,
+    _adjusted_header,
+    _correction_text,
+    _html_table,
+    _inline_markdown,
+    _md_table,
+    _p,
+    _pp,
+    _warnings_html,
+    _warnings_md,
+)
+from prunelab.report.sanity import _pct as _accuracy  # noqa: E402
 from prunelab.summaries.rethinking import (  # noqa: E402
     ROW_LABELS,
     ROWS,
     Comparison,
     MethodSummary,
     RethinkingSummary,
+    Speedup,
     finetune_epochs_of,
-    latency_speedups,
+    latency_measurements,
 )
-from prunelab.summaries.stats import SIGNIFICANCE, Estimate  # noqa: E402
+from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, Estimate  # noqa: E402
 
 _STYLE: Any = {
     "figure.dpi": 110,
@@ -44,18 +62,9 @@ _STYLE: Any = {
 _PROTOCOL_NAMES = {"scratch_e": "Scratch-E", "scratch_b": "Scratch-B", "finetune": "fine-tune"}
 
 
-def _pct(est: Estimate) -> str:
-    if est.n == 0 or math.isnan(est.mean):
-        return "–"
-    return f"{100 * est.mean:.2f} ± {100 * est.half_width:.2f}"
-
-
-def _pp(est: Estimate) -> str:
-    return f"{100 * est.mean:+.2f} [{100 * est.low:+.2f}, {100 * est.high:+.2f}]"
-
-
-def _p(p: float) -> str:
-    return "n/a" if math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else "<0.001")
+def _pct(est: Estimate, seeds: int | None = None) -> str:
+    """An accuracy as the sanity report writes it (clipped CI, ``n = 1`` without one); "–" when none."""
+    return _accuracy(est, empty="–", n_expected=seeds)
 
 
 def _count(value: float | None) -> str:
@@ -79,20 +88,43 @@ def _yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
 
+def _flag(m: Speedup) -> str:
+    """``"unreliable: spread 35%"`` for a speedup resting on an unreliable timing, else ``""``."""
+    if not m.unreliable:
+        return ""
+    if not math.isfinite(m.spread):
+        return "unreliable: too few repeats"
+    return f"unreliable: spread {100 * m.spread:.0f}%"
+
+
+def _ms(median: float, iqr: float, where: str) -> str:
+    """``2.00 ms (IQR 0.70; cpu, batch 64)``: a median latency with its interquartile range."""
+    return f"{median:.2f} ms (" + ("" if math.isnan(iqr) else f"IQR {iqr:.2f}; ") + f"{where})"
+
+
+def _largest_batches(method: MethodSummary) -> list[Speedup]:
+    """Per device, the measurement at the largest batch size (the one the tables and headline show)."""
+    measured = latency_measurements(method.latency)
+    return [
+        max((m for m in measured if m.device == device), key=lambda m: m.batch_size)
+        for device in dict.fromkeys(m.device for m in measured)
+    ]
+
+
 def _latency_cells(method: MethodSummary) -> tuple[str, str, str]:
-    """(large latency, pruned latency, speedup) at the largest CPU batch, with CUDA appended when measured."""
+    """(large latency, pruned latency, speedup) at the largest batch per device: medians with their
+    IQR, and the speedup marked when a measurement behind it is unreliable."""
     large, pruned, speed = [], [], []
-    rows = latency_speedups(method.latency)
-    for device in dict.fromkeys(r[0] for r in rows):
-        mine = [r for r in rows if r[0] == device]
-        _, batch, f, p, s = max(mine, key=lambda r: r[1])
-        large.append(f"{f:.2f} ms ({device}, batch {batch})")
-        pruned.append(f"{p:.2f} ms ({device}, batch {batch})")
-        speed.append(f"{s:.2f}× ({device})")
+    for m in _largest_batches(method):
+        where = f"{m.device}, batch {m.batch_size}"
+        large.append(_ms(m.full_ms, m.full_iqr_ms, where))
+        pruned.append(_ms(m.pruned_ms, m.pruned_iqr_ms, where))
+        flag = _flag(m)
+        speed.append(f"{m.speedup:.2f}× ({m.device}{'; ' + flag if flag else ''})")
     return ("; ".join(large) or "–", "; ".join(pruned) or "–", "; ".join(speed) or "–")
 
 
-def _method_table(method: MethodSummary) -> tuple[list[str], list[list[str]]]:
+def _method_table(method: MethodSummary, seeds: int) -> tuple[list[str], list[list[str]]]:
     header = [
         "row",
         "epochs",
@@ -101,7 +133,7 @@ def _method_table(method: MethodSummary) -> tuple[list[str], list[list[str]]]:
         "params density (kept fraction of all params)",
         "FLOPs" + (" (nonzero)" if method.masked else ""),
         "FLOPs reduction (full / pruned)",
-        "measured latency",
+        "measured latency (median, IQR)",
         "measured speedup",
     ]
     full_latency, pruned_latency, speedup = _latency_cells(method)
@@ -114,7 +146,7 @@ def _method_table(method: MethodSummary) -> tuple[list[str], list[list[str]]]:
             [
                 ROW_LABELS[row],
                 _epochs(method.epochs[row]),
-                _pct(method.accuracy[row]),
+                _pct(method.accuracy[row], seeds),
                 _count(params),
                 "1.000" if is_large else f"{method.params_density:.3f}",
                 _count(flops),
@@ -135,7 +167,8 @@ def _verdict_rows(summary: RethinkingSummary) -> list[list[str]]:
                     c.method,
                     _PROTOCOL_NAMES[c.protocol],
                     _pp(c.test.diff),
-                    _p(c.test.p_value),
+                    _p(c.p_raw),
+                    _p(c.p_adjusted),
                     str(c.n_pairs),
                     _yes_no(c.ci_overlap),
                     c.conclusion,
@@ -151,39 +184,54 @@ def _verdict_class(c: Comparison) -> str:
     return "hurts" if c.supports_paper else "helps"
 
 
+def _comparison_text(c: Comparison, acc: Estimate, seeds: int) -> str:
+    name = f"{_PROTOCOL_NAMES[c.protocol]} {_pct(acc, seeds)}"
+    if c.inconclusive:
+        return f"{name} ({100 * c.test.diff.mean:+.2f} pp: {c.conclusion}, n = {c.n_pairs})"
+    return (
+        f"{name} ({_pp(c.test.diff)} pp, p = {_p(c.p_raw)}, adjusted p = {_p(c.p_adjusted)}, "
+        f"n = {c.n_pairs}: {c.conclusion})"
+    )
+
+
 def _headline(summary: RethinkingSummary) -> list[str]:
     """One sentence per method: fine-tune vs Scratch-E vs Scratch-B, and the cost it buys."""
+    seeds = len(summary.study.seeds)
     lines = []
     for m in summary.methods:
         acc = m.accuracy
         if acc["finetune"].n == 0:
             continue
-        parts = [f"fine-tuned {_pct(acc['finetune'])}"]
-        for c in m.comparisons:
-            parts.append(
-                f"{_PROTOCOL_NAMES[c.protocol]} {_pct(acc[c.protocol])} "
-                f"({_pp(c.test.diff)} pp, p = {_p(c.test.p_value)}: {c.conclusion})"
-            )
+        parts = [f"fine-tuned {_pct(acc['finetune'], seeds)}"]
+        parts += [_comparison_text(c, acc[c.protocol], seeds) for c in m.comparisons]
         cost = ""
         if not math.isnan(m.flops_reduction):
             cost = f"; {m.flops_reduction:.2f}× fewer FLOPs"
-            speed = [r for r in latency_speedups(m.latency) if r[0] == "cpu"]
-            if speed:
-                best = max(speed, key=lambda r: r[1])
-                cost += f", measured CPU speedup {best[4]:.2f}× at batch {best[1]}"
+            cpu = [s for s in _largest_batches(m) if s.device == "cpu"]
+            if cpu:
+                flag = _flag(cpu[0])
+                cost += f", measured CPU speedup {cpu[0].speedup:.2f}× at batch {cpu[0].batch_size}"
+                cost += f" ({flag})" if flag else ""
         lines.append(f"**{m.method}**: " + "; ".join(parts) + cost + ".")
-    holds = [c for m in summary.methods for c in m.comparisons if c.supports_paper]
-    fails = [c for m in summary.methods for c in m.comparisons if c.supports_paper is False]
+    comparisons = [c for m in summary.methods for c in m.comparisons]
+    holds = [c for c in comparisons if c.supports_paper]
+    fails = [c for c in comparisons if c.supports_paper is False]
+    unknown = [c for c in comparisons if c.supports_paper is None]
     if holds or fails:
         text = (
             f"The paper's claim (training the pruned architecture from scratch is not worse than "
-            f"fine-tuning it) holds in {len(holds)} of {len(holds) + len(fails)} method × protocol pairs"
+            f"fine-tuning it) holds in {len(holds)} of {len(holds) + len(fails)} conclusive method × protocol pairs"
         )
         if fails:
             text += "; it fails for " + ", ".join(
                 f"{c.method} ({_PROTOCOL_NAMES[c.protocol]})" for c in fails
             )
         lines.append(text + ".")
+    if unknown:
+        lines.append(
+            f"{len(unknown)} method × protocol pair(s) {INCONCLUSIVE}: fewer than {MIN_PAIRS} seeds "
+            f"(n = {', '.join(sorted({str(c.n_pairs) for c in unknown}))})."
+        )
     return lines
 
 
@@ -194,6 +242,7 @@ def _opts(options: dict[str, Any]) -> str:
 def _setup_lines(summary: RethinkingSummary) -> list[str]:
     s = summary.study
     t = s.train
+    family = [c.p for m in summary.methods for c in m.comparisons]
     schedule = f"{t.schedule}" + (
         f" ×{t.gamma} at {', '.join(f'{m:g}' for m in t.milestones)} of training"
         if t.schedule == "multistep"
@@ -208,39 +257,60 @@ def _setup_lines(summary: RethinkingSummary) -> list[str]:
         + (f" (ratio capped at {s.max_ratio})" if s.max_ratio else "")
         + ", milestones scaled with it; scratch runs start from a fresh initialisation",
         f"seeds: {', '.join(str(x) for x in s.seeds)}; accuracy = final-epoch test accuracy (%), "
-        "mean ± 95% t-interval half-width over seeds",
-        f"verdict: paired t-test (two-sided) of scratch − fine-tune accuracy over seeds (pairs = seed), "
-        f"alpha = {SIGNIFICANCE}, with the 95% CI of the mean difference; also whether the two protocols' "
-        "95% CIs overlap. The paper's claim holds unless scratch is significantly worse",
+        + ACCURACY_FORMAT,
+        f"verdict: paired t-test (two-sided) of scratch − fine-tune accuracy over seeds (pairs = seed; with "
+        f"fewer than {MIN_PAIRS} a verdict is {INCONCLUSIVE}), with the 95% CI of the mean difference; p-values adjusted "
+        f"for multiple comparisons: {_correction_text(family, s.correction, s.alpha)}; also whether the two "
+        "protocols' 95% CIs overlap. The paper's claim holds unless scratch is significantly worse "
+        "(adjusted p < alpha)",
         "FLOPs: multiply-adds counted as 2 FLOPs (the paper's counter); weight-level masks count only "
-        "nonzero weights. Latency: measured forward time per batch (no gradients); speedup = large / pruned",
+        "nonzero weights. Latency: forward time per batch (no gradients), median and interquartile range "
+        "(IQR) over repeats, large and pruned model timed alternately; speedup = large / pruned median; "
+        "a speedup is marked *unreliable: spread x%* when a measurement's IQR / median is too large",
     ]
 
 
-def accuracy_by_protocol(summary: RethinkingSummary, path: Path) -> Path:
-    """Test accuracy (%) per method: large, fine-tuned, Scratch-E, Scratch-B bars with 95% CI error bars."""
+def _colours(summary: RethinkingSummary) -> dict[str, str]:
+    """The report's method -> colour map, shared by every plot."""
+    return method_colours(m.method for m in summary.methods)
+
+
+def accuracy_by_protocol(
+    summary: RethinkingSummary, path: Path, colours: dict[str, str] | None = None
+) -> Path:
+    """Test accuracy (%) per protocol (large, fine-tuned, Scratch-E, Scratch-B), one bar per method in
+    its report colour, with 95% CI error bars clipped to 0-100 % (none for one seed)."""
     rows = ["large", "finetune", "scratch_e", "scratch_b"]
     methods = summary.methods
+    colours = colours or _colours(summary)
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(methods) + 2), 4.4))
-        width = 0.8 / len(rows)
-        cmap = plt.get_cmap("tab10")
-        lows = []
-        for j, row in enumerate(rows):
-            xs, ys, errs = [], [], []
-            for i, m in enumerate(methods):
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(methods) * len(rows) + 2), 4.4))
+        width = 0.8 / max(len(methods), 1)
+        lows, highs = [], []
+        for j, m in enumerate(methods):
+            xs, ests = [], []
+            for i, row in enumerate(rows):
                 est = m.accuracy[row]
                 if est.n == 0:
                     continue
-                xs.append(i + (j - (len(rows) - 1) / 2) * width)
-                ys.append(100 * est.mean)
-                errs.append(100 * est.half_width)
-                lows.append(100 * est.low)
-            ax.bar(xs, ys, width, yerr=errs, color=cmap(j), capsize=2, label=ROW_LABELS[row])
+                xs.append(i + (j - (len(methods) - 1) / 2) * width)
+                ests.append(est)
+                low, high = est.clipped(0.0, 1.0)
+                lows.append(100 * low)
+                highs.append(100 * high)
+            if ests:
+                ax.bar(
+                    xs,
+                    [100 * e.mean for e in ests],
+                    width,
+                    yerr=clipped_yerr(ests, 0.0, 1.0),
+                    color=colours[m.method],
+                    capsize=2,
+                    label=m.method,
+                )
         if lows:
-            top = max(100 * m.accuracy[r].high for m in methods for r in rows if m.accuracy[r].n)
-            ax.set_ylim(max(0.0, min(lows) - 5), min(100.0, top + 2))
-        ax.set_xticks(range(len(methods)), [m.method for m in methods], rotation=15)
+            ax.set_ylim(max(0.0, min(lows) - 5), min(100.0, max(highs) + 2))
+        ax.set_xticks(range(len(rows)), [ROW_LABELS[r] for r in rows])
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("Accuracy per protocol (mean and 95% CI over seeds)")
         ax.legend(fontsize=8, ncol=4)
@@ -250,24 +320,38 @@ def accuracy_by_protocol(summary: RethinkingSummary, path: Path) -> Path:
     return path
 
 
-def speedup_vs_flops(summary: RethinkingSummary, path: Path) -> Path:
-    """Measured speedup (large / pruned latency, largest batch) against FLOPs reduction, per method."""
+def speedup_vs_flops(summary: RethinkingSummary, path: Path, colours: dict[str, str] | None = None) -> Path:
+    """Measured speedup (large / pruned latency, largest batch) against FLOPs reduction, per method in
+    its report colour; hollow markers: unreliable timing (spread too large)."""
+    colours = colours or _colours(summary)
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(5.6, 4.4))
         top = 1.0
+        flagged = False
         for m in summary.methods:
-            for device, marker in (("cpu", "o"), ("cuda", "s")):
-                rows = [r for r in latency_speedups(m.latency) if r[0] == device]
-                if not rows or math.isnan(m.flops_reduction):
-                    continue
-                best = max(rows, key=lambda r: r[1])
-                ax.scatter(m.flops_reduction, best[4], marker=marker)
-                ax.annotate(f"{m.method} ({device})", (m.flops_reduction, best[4]), fontsize=7)
-                top = max(top, m.flops_reduction, best[4])
+            if math.isnan(m.flops_reduction):
+                continue
+            for s in _largest_batches(m):
+                colour = colours[m.method]
+                ax.scatter(
+                    m.flops_reduction,
+                    s.speedup,
+                    marker="s" if s.device.startswith("cuda") else "o",
+                    facecolors="none" if s.unreliable else colour,
+                    edgecolors=colour,
+                )
+                note = " (unreliable)" if s.unreliable else ""
+                ax.annotate(f"{m.method} ({s.device}){note}", (m.flops_reduction, s.speedup), fontsize=7)
+                top = max(top, m.flops_reduction, s.speedup)
+                flagged = flagged or s.unreliable
         ax.plot([1, top], [1, top], color="black", lw=0.8, ls="--", label="speedup = FLOPs reduction")
+        if flagged:
+            ax.scatter(
+                [], [], marker="o", facecolors="none", edgecolors="black", label="hollow: unreliable timing"
+            )
         ax.set_xlabel("FLOPs reduction (full / pruned)")
-        ax.set_ylabel("measured speedup (large / pruned latency)")
-        ax.set_title("Does fewer FLOPs mean faster?")
+        ax.set_ylabel("measured speedup (large / pruned median latency)")
+        ax.set_title("Does fewer FLOPs mean faster? (o CPU, ■ CUDA)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path)
@@ -279,9 +363,10 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
     """Write the report files into ``out_dir``; return the path of ``report.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    colours = _colours(summary)  # one colour per method in every plot
     figures = {
-        "accuracy_by_protocol.png": accuracy_by_protocol(summary, out / "accuracy_by_protocol.png"),
-        "speedup_vs_flops.png": speedup_vs_flops(summary, out / "speedup_vs_flops.png"),
+        "accuracy_by_protocol.png": accuracy_by_protocol(summary, out / "accuracy_by_protocol.png", colours),
+        "speedup_vs_flops.png": speedup_vs_flops(summary, out / "speedup_vs_flops.png", colours),
     }
     title = f"Rethinking the value of pruning: {summary.study.name}"
     setup = _setup_lines(summary)
@@ -290,17 +375,19 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
         "method",
         "scratch protocol",
         "scratch − fine-tune (pp) [95% CI]",
-        "p (paired t)",
-        "seeds",
+        "p (paired t, raw)",
+        _adjusted_header(summary.study.correction),
+        "n (seeds)",
         "95% CIs overlap",
         "conclusion",
         "paper's claim holds",
     ]
     verdict_rows = _verdict_rows(summary)
-    tables = {m.method: _method_table(m) for m in summary.methods}
+    tables = {m.method: _method_table(m, len(summary.study.seeds)) for m in summary.methods}
     missing = f"> {summary.missing} run(s) not finished; their cells are missing." if summary.missing else ""
 
-    md = [f"# {title}", "", *[f"- {line}" for line in setup], "", missing, "", "## At a glance", ""]
+    md = [f"# {title}", "", *[f"- {line}" for line in setup], "", missing, ""]
+    md += [*_warnings_md(summary.notes), "## At a glance", ""]
     md += [f"- {line}" for line in headline]
     md += ["", "## Scratch vs fine-tune, per method", "", _md_table(verdict_header, verdict_rows), ""]
     for m in summary.methods:
@@ -331,11 +418,12 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
 <h1>{html.escape(title)}</h1>
 <p class="sub">{"<br>".join(_inline_markdown(x) for x in setup)}</p>
 {f"<p><b>{html.escape(missing.lstrip('> '))}</b></p>" if missing else ""}
+{_warnings_html(summary.notes)}
 <h2>At a glance</h2><div class="headline"><ul>{"".join(f"<li>{_inline_markdown(x)}</li>" for x in headline)}</ul></div>
 <h2>Scratch vs fine-tune, per method</h2>
 <p class="legend"><span style="background:#e6f4ea">paper's claim holds (scratch not worse)</span>
 <span style="background:#fff4e5">scratch significantly worse</span>
-<span style="background:#fdecea">inconclusive</span></p>
+<span style="background:#fdecea">inconclusive (n too small)</span></p>
 {_html_table(verdict_header, verdict_rows, classes)}
 <img src="data:image/png;base64,{images["accuracy_by_protocol.png"]}">
 {"".join(sections)}
@@ -369,6 +457,10 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
                 "mean_diff",
                 "ci_half",
                 "p_value",
+                "p_adjusted",
+                "correction",
+                "n_tests",
+                "alpha",
                 "test",
                 "n_pairs",
                 "ci_overlap",
@@ -383,11 +475,26 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
                         c.protocol,
                         c.test.diff.mean,
                         c.test.diff.half_width,
-                        c.test.p_value,
+                        c.p_raw,
+                        c.p_adjusted,
+                        c.p.correction,
+                        c.p.family,
+                        c.p.alpha,
                         c.test.test,
                         c.n_pairs,
                         c.ci_overlap,
                         c.conclusion,
                     ]
+                )
+    with atomic_csv(out / "latency.csv") as writer:
+        writer.writerow(
+            ["method", "device", "batch_size", "full_median_ms", "full_iqr_ms", "pruned_median_ms"]
+            + ["pruned_iqr_ms", "speedup", "spread", "unreliable"]
+        )
+        for m in summary.methods:
+            for s in latency_measurements(m.latency):
+                writer.writerow(
+                    [m.method, s.device, s.batch_size, s.full_ms, s.full_iqr_ms, s.pruned_ms]
+                    + [s.pruned_iqr_ms, s.speedup, s.spread, s.unreliable]
                 )
     return out / "report.html"

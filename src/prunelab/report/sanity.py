@@ -17,47 +17,101 @@ from prunelab.report.files import atomic_csv, write_text_atomic
 from prunelab.report.provenance import provenance_html, provenance_markdown
 from prunelab.spec.studies import SanityStudy
 from prunelab.summaries.sanity import SanitySummary, Verdict, ticket_family
-from prunelab.summaries.stats import SIGNIFICANCE, Estimate
+from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, AdjustedP, Estimate, describe_correction
+
+#: How reports state an accuracy: mean and 95% CI over seeds, the CI clipped to what an accuracy can be.
+ACCURACY_FORMAT = "mean [95% t-interval over seeds, clipped to 0–100 %]; n = 1: no interval"
 
 
-def _pct(est: Estimate) -> str:
-    if math.isnan(est.mean):
-        return "n/a"
-    return f"{100 * est.mean:.2f} ± {100 * est.half_width:.2f}"
+def _pct(est: Estimate, empty: str = "n/a", n_expected: int | None = None) -> str:
+    """An accuracy (fraction) as ``85.20 [82.10, 88.30]`` in %, the interval clipped to [0, 100] %
+    (the estimate keeps the unclipped numbers); ``85.20 (n = 1)`` without an interval, never a
+    fake ``± 0.00``. ``(n = k)`` is added when fewer than ``n_expected`` values went in."""
+    if est.n == 0 or math.isnan(est.mean):
+        return empty
+    if not est.has_interval:
+        return f"{100 * est.mean:.2f} (n = {est.n})"
+    low, high = est.clipped(0.0, 1.0)
+    text = f"{100 * est.mean:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
+    return text + (f" (n = {est.n})" if n_expected is not None and est.n < n_expected else "")
 
 
 def _pp(est: Estimate) -> str:
-    return f"{100 * est.mean:+.2f} [{100 * est.low:+.2f}, {100 * est.high:+.2f}]"
+    """A difference of accuracies in percentage points with its 95% CI (clipped to ±100 pp)."""
+    if est.n == 0 or math.isnan(est.mean):
+        return "n/a"
+    if not est.has_interval:
+        return f"{100 * est.mean:+.2f} (n = {est.n})"
+    low, high = est.clipped(-1.0, 1.0)
+    return f"{100 * est.mean:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
 def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else (f"{p:.3f}" if p >= 0.001 else "<0.001")
 
 
+def _adjusted_header(correction: str) -> str:
+    """The verdict tables' column of adjusted p-values, named after the correction."""
+    name = {"holm": "Holm", "bonferroni": "Bonferroni"}.get(correction)
+    return f"p ({name}-adjusted)" if name else "p (no correction)"
+
+
+def _correction_text(ps: list[AdjustedP], correction: str, alpha: float) -> str:
+    """Which correction was applied to ``ps`` (one family) and over how many tests."""
+    return describe_correction(correction, ps[0].family if ps else 0, alpha)
+
+
+def _warnings_md(notes: list[str]) -> list[str]:
+    # A blank line after each: consecutive ">" lines would merge into one paragraph.
+    return [line for note in notes for line in (f"> **Warning:** {note}", "")]
+
+
+def _warnings_html(notes: list[str]) -> str:
+    return "".join(f'<p class="warning"><b>Warning:</b> {html.escape(note)}</p>' for note in notes)
+
+
+def _verdict_list(verdicts: list[Verdict]) -> str:
+    return ", ".join(v.check for v in verdicts)
+
+
 def _headline(summary: SanitySummary) -> list[str]:
-    """One sentence per method: which checks it passes (i.e. which ones hurt it)."""
+    """One sentence per method: which checks it passes (those that significantly hurt it, by the
+    adjusted p-value), which show no significant drop, and which are inconclusive (n too small)."""
     lines = []
     for method in summary.study.methods:
         mine = [v for v in summary.verdicts if v.method == method]
         if not mine:
             continue
-        hurt = [v.check for v in mine if v.passes]
-        survived = [v.check for v in mine if not v.passes]
+        hurt = [v for v in mine if v.passes]
+        inconclusive = [v for v in mine if v.inconclusive]
+        no_drop = [v for v in mine if not v.passes and not v.inconclusive]
+        if len(inconclusive) == len(mine):
+            n = sorted({v.n_pairs for v in mine})
+            lines.append(
+                f"**{method}**: all {len(mine)} checks {INCONCLUSIVE}: "
+                f"n = {', '.join(map(str, n))} pair(s), the paired t-test needs at least {MIN_PAIRS}."
+            )
+            continue
         if hurt:
-            text = f"**{method}** passes {len(hurt)}/{len(mine)} checks (accuracy drops under: {', '.join(hurt)})"
+            text = f"**{method}** passes {len(hurt)}/{len(mine)} checks (accuracy drops significantly under: {_verdict_list(hurt)})"
         else:
-            text = f"**{method}** passes 0/{len(mine)} checks: no check lowers its accuracy significantly"
-        if survived:
-            text += f"; unaffected by: {', '.join(survived)}"
+            text = f"**{method}** passes 0/{len(mine)} checks"
+        if no_drop:
+            text += f"; no significant drop under: {_verdict_list(no_drop)}"
+        if inconclusive:
+            text += f"; {INCONCLUSIVE}: " + ", ".join(f"{v.check} (n = {v.n_pairs})" for v in inconclusive)
         lines.append(text + ".")
     for row in summary.ticket_comparison:
-        test = row["test"]
-        if test.p_value < SIGNIFICANCE and test.diff.mean > 0:
+        test, p = row["test"], row["p"]
+        if row["n_pairs"] < MIN_PAIRS or math.isnan(p.adjusted):
+            lines.append(f"{row['ticket']} vs **{row['method']}**: {INCONCLUSIVE}: n = {row['n_pairs']}.")
+            continue
+        if p.significant and test.diff.mean > 0:
             continue  # only call out where a random ticket matches or beats the method
-        verb = "beats" if test.p_value < SIGNIFICANCE else "matches"
+        verb = "beats" if p.significant else "is not significantly worse than"
         lines.append(
             f"{row['ticket']} {verb} **{row['method']}**: method minus ticket = {_pp(test.diff)} pp, "
-            f"p = {_p(test.p_value)}."
+            f"p = {_p(p.raw)}, adjusted p = {_p(p.adjusted)} (n = {row['n_pairs']})."
         )
     for (label, density), layers in sorted(summary.collapsed.items()):
         if "+" not in label:
@@ -75,12 +129,19 @@ def _verdict_rows(verdicts: list[Verdict]) -> list[list[str]]:
             ticket_family(v.method),
             v.check,
             _pp(v.test.diff),
-            _p(v.test.p_value),
+            _p(v.p_raw),
+            _p(v.p_adjusted),
             str(v.n_pairs),
             v.conclusion,
         ]
         for v in verdicts
     ]
+
+
+def _verdict_class(v: Verdict) -> str:
+    if v.inconclusive:
+        return "inconclusive"
+    return "hurts" if v.passes else ("helps" if v.conclusion.startswith("helps") else "neutral")
 
 
 def _accuracy_table(summary: SanitySummary) -> tuple[list[str], list[list[str]]]:
@@ -92,10 +153,11 @@ def _accuracy_table(summary: SanitySummary) -> tuple[list[str], list[list[str]]]
         row = [label]
         for d in densities:
             cell = summary.cell(label, d)
-            row.append(_pct(cell.accuracy) if cell else "–")
+            row.append(_pct(cell.accuracy, n_expected=len(summary.study.seeds)) if cell else "–")
         rows.append(row)
     if summary.dense is not None:
-        rows.append(["dense (unpruned)"] + [_pct(summary.dense)] * len(densities))
+        dense = _pct(summary.dense, n_expected=len(summary.study.seeds))
+        rows.append(["dense (unpruned)"] + [dense] * len(densities))
     return header, rows
 
 
@@ -148,9 +210,19 @@ def _setup_lines(summary: SanitySummary) -> list[str]:
         ),
         f"densities (kept fraction of prunable weights): {', '.join(f'{d:g}' for d in s.densities)}; "
         f"seeds: {', '.join(str(x) for x in s.seeds)}",
-        "accuracy = final-epoch test accuracy (%), mean ± 95% t-interval half-width over seeds",
-        f"verdicts: paired t-test (two-sided) of checked vs unchecked accuracy, pairs = (density, seed), "
-        f"alpha = {SIGNIFICANCE}; a method *passes* a check when the check significantly lowers its accuracy",
+        f"accuracy = final-epoch test accuracy (%), {ACCURACY_FORMAT}",
+        f"verdicts: paired t-test (two-sided) of checked vs unchecked accuracy, pairs = (density, seed); "
+        f"with fewer than {MIN_PAIRS} pairs a verdict is {INCONCLUSIVE}; p-values adjusted for multiple comparisons: "
+        f"{_correction_text([v.p for v in summary.verdicts], s.correction, s.alpha)}; a method *passes* a "
+        "check when the check significantly lowers its accuracy (adjusted p < alpha)",
+        *(
+            [
+                "random tickets vs methods: paired t-test over (density, seed), a separate family: "
+                + _correction_text([r["p"] for r in summary.ticket_comparison], s.correction, s.alpha)
+            ]
+            if summary.ticket_comparison
+            else []
+        ),
     ]
 
 
@@ -163,6 +235,8 @@ text-align:left} th{background:#f4f4f4}
 tr.hurts td{background:#e6f4ea} tr.neutral td{background:#fdecea} tr.helps td{background:#fff4e5}
 .headline{background:#f7f9fc;border-left:4px solid #3b6fb6;padding:.6em 1em} img{max-width:100%}
 .legend span{padding:2px 6px;margin-right:8px} code{background:#f4f4f4;padding:1px 4px}
+tr.inconclusive td{background:#f0f0f0;color:#555}
+.warning{background:#fff4e5;border-left:4px solid #e69500;padding:.4em 1em}
 """
 
 
@@ -176,13 +250,25 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
     """Write the report files into ``out_dir``; return the path of ``report.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    colours = plots.sanity_colours(summary)  # one colour per method in every plot
     figures = {
-        "accuracy_vs_density.png": plots.accuracy_vs_density(summary, out / "accuracy_vs_density.png"),
-        "check_effects.png": plots.check_effects(summary, out / "check_effects.png"),
-        "layer_densities.png": plots.layer_densities(summary, out / "layer_densities.png"),
+        "accuracy_vs_density.png": plots.accuracy_vs_density(
+            summary, out / "accuracy_vs_density.png", colours
+        ),
+        "check_effects.png": plots.check_effects(summary, out / "check_effects.png", colours),
+        "layer_densities.png": plots.layer_densities(summary, out / "layer_densities.png", colours),
     }
     headline = _headline(summary)
-    verdict_header = ["method", "family", "check", "Δ accuracy (pp) [95% CI]", "p", "pairs", "verdict"]
+    verdict_header = [
+        "method",
+        "family",
+        "check",
+        "Δ accuracy (pp) [95% CI]",
+        "p (raw)",
+        _adjusted_header(summary.study.correction),
+        "n (pairs)",
+        "verdict",
+    ]
     verdict_rows = _verdict_rows(summary.verdicts)
     acc_header, acc_rows = _accuracy_table(summary)
     title = f"Sanity-check study: {summary.study.name}"
@@ -195,6 +281,7 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
         "",
         *[f"- {line}" for line in _setup_lines(summary)],
         missing,
+        *_warnings_md(summary.notes),
         "## At a glance",
         "",
         *[f"- {line}" for line in headline],
@@ -219,20 +306,20 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
     md += ["", provenance_markdown(summary.provenance)]
     write_text_atomic(out / "report.md", "\n".join(md))
 
-    classes = [
-        "hurts" if v.passes else ("helps" if "helps" in v.conclusion else "neutral") for v in summary.verdicts
-    ]
+    classes = [_verdict_class(v) for v in summary.verdicts]
     images = {name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()}
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="sub">{"<br>".join(_inline_markdown(x) for x in _setup_lines(summary))}</p>
 {f"<p><b>{summary.missing} run(s) not finished.</b></p>" if summary.missing else ""}
+{_warnings_html(summary.notes)}
 <h2>At a glance</h2><div class="headline"><ul>{"".join(f"<li>{_inline_markdown(x)}</li>" for x in headline)}</ul></div>
 <h2>Verdict per method and check</h2>
 <p class="legend"><span style="background:#e6f4ea">check hurts: method uses that information (passes)</span>
 <span style="background:#fdecea">no significant effect (fails the check)</span>
-<span style="background:#fff4e5">check helps</span></p>
+<span style="background:#fff4e5">check helps</span>
+<span style="background:#f0f0f0">inconclusive (n too small)</span></p>
 {_html_table(verdict_header, verdict_rows, classes)}
 <h2>Accuracy against density</h2><img src="data:image/png;base64,{images["accuracy_vs_density.png"]}">
 {_html_table(acc_header, acc_rows)}
@@ -261,7 +348,20 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
             )
     with atomic_csv(out / "verdicts.csv") as writer:
         writer.writerow(
-            ["method", "check", "mean_diff", "ci_half", "p_value", "test", "n_pairs", "conclusion"]
+            [
+                "method",
+                "check",
+                "mean_diff",
+                "ci_half",
+                "p_value",
+                "p_adjusted",
+                "correction",
+                "n_tests",
+                "alpha",
+                "test",
+                "n_pairs",
+                "conclusion",
+            ]
         )
         for v in summary.verdicts:
             writer.writerow(
@@ -270,7 +370,11 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
                     v.check,
                     v.test.diff.mean,
                     v.test.diff.half_width,
-                    v.test.p_value,
+                    v.p_raw,
+                    v.p_adjusted,
+                    v.p.correction,
+                    v.p.family,
+                    v.p.alpha,
                     v.test.test,
                     v.n_pairs,
                     v.conclusion,

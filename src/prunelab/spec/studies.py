@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,8 @@ ALL_CHECKS = ("random_labels", "random_pixels", "shuffle_mask", "shuffle_weights
 RANDOM_TICKETS = ("uniform", "erk", "smart_ratio")
 #: Default methods of the Rethinking study, in report order.
 STRUCTURED_DEFAULTS = ("l1norm", "slimming", "thinet", "regression", "sfp", "sss", "weight_level")
+#: Multiple-comparison corrections over a study's family of verdicts (``prunelab.summaries.stats``).
+Correction = Literal["holm", "bonferroni", "none"]
 
 
 class SanityStudy(BaseModel):
@@ -38,6 +40,9 @@ class SanityStudy(BaseModel):
         imp_fraction: when set, trained-weights methods (lottery, rewinding, ...) reach each
             density by iterative magnitude pruning, removing this fraction of the remaining
             weights per round; every density must then be ``(1 - imp_fraction) ** k``. None: one-shot.
+        correction: multiple-comparison correction over the study's family of verdicts: Holm
+            (default), Bonferroni or none; verdicts are decided on the adjusted p-values.
+        alpha: family-wise significance level of the verdicts.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,6 +57,8 @@ class SanityStudy(BaseModel):
     random_tickets: tuple[str, ...] = RANDOM_TICKETS
     include_dense: bool = True
     imp_fraction: float | None = Field(None, gt=0, lt=1)
+    correction: Correction = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _imp_levels(self) -> SanityStudy:
@@ -110,6 +117,9 @@ class LotteryStudy(BaseModel):
         learning_rates: the large and the small initial lr (Liu et al.: 0.1 and 0.01).
         levels: IMP levels k; level k keeps density ``(1 - imp_fraction) ** k``.
         imp_fraction: fraction of the remaining weights removed per round (20%).
+        correction: multiple-comparison correction over the study's family of verdicts (one per
+            lr): Holm (default), Bonferroni or none; verdicts are decided on the adjusted p-values.
+        alpha: family-wise significance level of the verdicts.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -121,6 +131,8 @@ class LotteryStudy(BaseModel):
     levels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
     imp_fraction: float = Field(0.2, gt=0, lt=1)
     seeds: tuple[int, ...] = (0, 1, 2)
+    correction: Correction = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
 
     @field_validator("levels")
     @classmethod
@@ -150,6 +162,8 @@ class LotteryStudy(BaseModel):
             random_tickets=(),
             include_dense=True,
             imp_fraction=self.imp_fraction,
+            correction=self.correction,
+            alpha=self.alpha,
         )
 
 
@@ -213,6 +227,10 @@ class RethinkingStudy(BaseModel):
         finetune_epochs: fine-tune epochs (default a quarter of ``train.epochs``: 40 of 160).
         finetune_lr: constant fine-tune learning rate (0.001 in the paper).
         max_ratio: cap on the Scratch-B FLOPs ratio (None = the CIFAR scripts: no cap).
+        correction: multiple-comparison correction over the study's family of verdicts (method x
+            scratch protocol): Holm (default), Bonferroni or none; verdicts are decided on the
+            adjusted p-values.
+        alpha: family-wise significance level of the verdicts.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -227,6 +245,8 @@ class RethinkingStudy(BaseModel):
     finetune_epochs: int | None = Field(None, ge=1)
     finetune_lr: float = Field(FINETUNE_LR, gt=0)
     max_ratio: float | None = Field(None, gt=0)
+    correction: Correction = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ the IMP chain is shared between the two, round by round.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from prunelab.presets import lottery_preset
@@ -19,7 +20,14 @@ from prunelab.report.lottery import write_lottery_report
 from prunelab.spec import RunSpec
 from prunelab.spec.studies import LotteryStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
-from prunelab.studies.sanity import study_runs, summarize
+from prunelab.studies.sanity import (
+    adjust_verdicts,
+    family_line,
+    study_runs,
+    summarize,
+    verdict_line,
+    verdict_notes,
+)
 from prunelab.summaries.lottery import LotterySummary
 from prunelab.summaries.provenance import provenance_summary
 
@@ -34,20 +42,39 @@ def lottery_runs(study: LotteryStudy) -> list[RunSpec]:
 
 
 def summarize_lottery(study: LotteryStudy, results: Mapping[str, dict[str, Any] | None]) -> LotterySummary:
-    """Summaries per lr from finished results keyed by run hash (a missing key = not finished)."""
+    """Summaries per lr from finished results keyed by run hash (a missing key = not finished).
+
+    The verdicts of all learning rates are one family: their p-values are adjusted together with
+    the study's correction (each lr's own summary would otherwise count a family of one)."""
+    per_lr = [(lr, summarize(study.at_lr(lr), results)) for lr in study.learning_rates]
+    adjusted = iter(
+        adjust_verdicts([v for _, sub in per_lr for v in sub.verdicts], study.correction, study.alpha)
+    )
+    per_lr = [(lr, replace(sub, verdicts=[next(adjusted) for _ in sub.verdicts])) for lr, sub in per_lr]
+    notes = verdict_notes(
+        [v for _, sub in per_lr for v in sub.verdicts],
+        [f"lr {lr:g}: " for lr, sub in per_lr for _ in sub.verdicts],
+    )
+    for _, sub in per_lr:
+        sub.notes = notes
     return LotterySummary(
         study,
-        [(lr, summarize(study.at_lr(lr), results)) for lr in study.learning_rates],
+        per_lr,
         provenance=provenance_summary(results.get(spec.run_hash()) for spec in lottery_runs(study)),
+        notes=notes,
     )
 
 
 def _conclusions(summary: LotterySummary) -> list[str]:
-    return [
-        f"  lr {lr:g}: {v.method} + {v.check}: {v.conclusion}"
+    verdicts = [v for _, sub in summary.per_lr for v in sub.verdicts]
+    lines = [
+        f"  lr {lr:g}: {v.method} + {v.check}: {verdict_line(v)}"
         for lr, sub in summary.per_lr
         for v in sub.verdicts
     ]
+    if verdicts:
+        lines.append(family_line(verdicts, summary.study.correction, summary.study.alpha))
+    return lines + [f"  warning: {note}" for note in summary.notes]
 
 
 LOTTERY = register_study(

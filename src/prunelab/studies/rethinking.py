@@ -9,17 +9,19 @@ fine-tuning it.
 Every step is a :class:`~prunelab.spec.structured.StructuredRunSpec` run by the one pipeline
 (:mod:`prunelab.runs`); this module holds only the grid, the summary and the verdicts.
 
-Statistics (:func:`summarize`): accuracy mean ± 95% t-interval over seeds per protocol; per method
+Statistics (:func:`summarize`): accuracy mean and 95% t-interval over seeds per protocol; per method
 and scratch protocol, a two-sided paired t-test of (scratch − fine-tune) final test accuracy over
-seeds (pairs = seed, alpha = 0.05) with the 95% CI of the mean difference, and whether the two
-protocols' own 95% CIs overlap.
+seeds (pairs = seed) with the 95% CI of the mean difference, and whether the two protocols' own 95%
+CIs overlap. The p-values of all method x protocol comparisons are one family, adjusted with the
+study's ``correction`` (Holm by default) and compared with its ``alpha``; a comparison with fewer
+than 2 seeds is inconclusive (n too small).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prunelab.presets import rethinking_preset
@@ -28,8 +30,22 @@ from prunelab.spec.structured import STAGES, Stage, StructuredRunSpec
 from prunelab.spec.studies import MethodSpec, RethinkingStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
 from prunelab.summaries.provenance import provenance_summary
-from prunelab.summaries.rethinking import ROWS, Comparison, MethodSummary, RethinkingSummary
-from prunelab.summaries.stats import mean_ci, paired_test
+from prunelab.summaries.rethinking import (
+    ROWS,
+    Comparison,
+    MethodSummary,
+    RethinkingSummary,
+    latency_measurements,
+)
+from prunelab.summaries.stats import (
+    MIN_PAIRS,
+    AdjustedP,
+    adjust,
+    describe_correction,
+    mean_ci,
+    paired_test,
+    small_n_note,
+)
 from prunelab.training.protocols import PROTOCOLS
 
 
@@ -126,8 +142,8 @@ def _method_results(
     return out
 
 
-def _comparisons(label: str, values: dict[str, dict[int, float]]) -> list[Comparison]:
-    """Scratch-E and Scratch-B against fine-tune, paired over seeds."""
+def _comparisons(study: RethinkingStudy, label: str, values: dict[str, dict[int, float]]) -> list[Comparison]:
+    """Scratch-E and Scratch-B against fine-tune, paired over seeds (p-values not yet adjusted)."""
     comparisons = []
     for protocol in ("scratch_e", "scratch_b"):
         seeds = sorted(set(values[protocol]) & set(values["finetune"]))
@@ -136,16 +152,55 @@ def _comparisons(label: str, values: dict[str, dict[int, float]]) -> list[Compar
         treated = [values[protocol][s] for s in seeds]
         control = [values["finetune"][s] for s in seeds]
         a, b = mean_ci(treated), mean_ci(control)
+        test = paired_test(treated, control)
         comparisons.append(
             Comparison(
                 label,
                 protocol,
-                paired_test(treated, control),
+                test,
                 len(seeds),
-                ci_overlap=a.low <= b.high and b.low <= a.high,
+                # Without two intervals there is nothing to overlap: unknown, not "no".
+                ci_overlap=(a.low <= b.high and b.low <= a.high)
+                if a.has_interval and b.has_interval
+                else None,
+                p=AdjustedP(test.p_value, test.p_value, "none", 1, study.alpha),
             )
         )
     return comparisons
+
+
+def _adjusted(study: RethinkingStudy, methods: list[MethodSummary]) -> list[MethodSummary]:
+    """The methods with every comparison's p-value adjusted over the study's whole family."""
+    flat = [c for m in methods for c in m.comparisons]
+    adjusted = iter(adjust([c.test.p_value for c in flat], study.correction, study.alpha))
+    return [replace(m, comparisons=[replace(c, p=next(adjusted)) for c in m.comparisons]) for m in methods]
+
+
+def _notes(methods: list[MethodSummary]) -> list[str]:
+    """Warnings: comparisons with too few seeds, and speedups resting on unreliable timings."""
+    notes = []
+    small = [
+        (f"{c.method} {c.protocol}", c.n_pairs)
+        for m in methods
+        for c in m.comparisons
+        if c.n_pairs < MIN_PAIRS
+    ]
+    note = small_n_note(small, "seeds")
+    if note:
+        notes.append(note)
+    flagged = [
+        f"{m.method} ({s.device}, batch {s.batch_size}: spread {100 * s.spread:.0f}%)"
+        for m in methods
+        for s in latency_measurements(m.latency)
+        if s.unreliable
+    ]
+    if flagged:
+        notes.append(
+            "unreliable latency (relative IQR too large, the machine was busy): speedups of "
+            + ", ".join(flagged)
+            + " are marked in the report and should be re-measured on a quiet machine"
+        )
+    return notes
 
 
 def summarize(study: RethinkingStudy, results: Mapping[str, dict[str, Any] | None]) -> RethinkingSummary:
@@ -169,24 +224,36 @@ def summarize(study: RethinkingStudy, results: Mapping[str, dict[str, Any] | Non
                 flops={k: sum(v) / len(v) for k, v in found.flops.items() if v},
                 masked=found.masked,
                 latency=found.latency or {},
-                comparisons=_comparisons(method.label, found.values),
+                comparisons=_comparisons(study, method.label, found.values),
                 architecture=found.architecture,
             )
         )
+    summaries = _adjusted(study, summaries)
     return RethinkingSummary(
         study=study,
         methods=summaries,
         missing=missing,
+        notes=_notes(summaries),
         provenance=provenance_summary(results.get(run.spec.run_hash()) for run in runs),
     )
 
 
+def _comparison_line(c: Comparison) -> str:
+    if c.inconclusive:
+        return f"{c.conclusion}: n = {c.n_pairs}"
+    adjusted = "" if c.p.correction == "none" else f", {c.p.correction}-adjusted p = {c.p.adjusted:.3g}"
+    return f"{c.conclusion} (n = {c.n_pairs}, p = {c.p.raw:.3g}{adjusted})"
+
+
 def _conclusions(summary: RethinkingSummary) -> list[str]:
-    return [
-        f"  {row.method:<28} {c.protocol:<10} {c.conclusion} (p = {c.test.p_value:.3g})"
-        for row in summary.methods
-        for c in row.comparisons
-    ]
+    comparisons = [c for row in summary.methods for c in row.comparisons]
+    lines = [f"  {c.method:<28} {c.protocol:<10} {_comparison_line(c)}" for c in comparisons]
+    if comparisons:
+        family = comparisons[0].p.family
+        lines.append(
+            f"  verdicts: {describe_correction(summary.study.correction, family, summary.study.alpha)}"
+        )
+    return lines + [f"  warning: {note}" for note in summary.notes]
 
 
 RETHINKING = register_study(

@@ -7,8 +7,8 @@ method and check. The grid is :class:`~prunelab.spec.studies.SanityStudy`; the `
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prunelab.presets import sanity_preset
@@ -19,7 +19,15 @@ from prunelab.spec.studies import SanityStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
 from prunelab.summaries.provenance import provenance_summary
 from prunelab.summaries.sanity import Cell, SanitySummary, Variant, Verdict
-from prunelab.summaries.stats import mean_ci, paired_test
+from prunelab.summaries.stats import (
+    MIN_PAIRS,
+    AdjustedP,
+    adjust,
+    describe_correction,
+    mean_ci,
+    paired_test,
+    small_n_note,
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,12 @@ def _paired(
     return a, b
 
 
+def adjust_verdicts(verdicts: Sequence[Verdict], correction: str, alpha: float) -> list[Verdict]:
+    """``verdicts`` as one family: each gets its p-value adjusted over all of them (raw p kept)."""
+    adjusted = adjust([v.test.p_value for v in verdicts], correction, alpha)
+    return [replace(v, p=p) for v, p in zip(verdicts, adjusted, strict=True)]
+
+
 def _verdicts(study: SanityStudy, acc: Mapping[tuple[Variant, float], dict[int, float]]) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for method in study.methods:
@@ -130,8 +144,11 @@ def _verdicts(study: SanityStudy, acc: Mapping[tuple[Variant, float], dict[int, 
         for check in study.applicable_checks(method):
             treated, control = _paired(study, acc, Variant("method", method, check, base.allocation), base)
             if control:
-                verdicts.append(Verdict(method, check, paired_test(treated, control), len(control)))
-    return verdicts
+                test = paired_test(treated, control)
+                raw = AdjustedP(test.p_value, test.p_value, "none", 1, study.alpha)
+                verdicts.append(Verdict(method, check, test, len(control), raw))
+    # Every method x check verdict is a test at alpha: correct over the family, not each on its own.
+    return adjust_verdicts(verdicts, study.correction, study.alpha)
 
 
 def _ticket_comparison(
@@ -152,7 +169,24 @@ def _ticket_comparison(
                         "n_pairs": len(control),
                     }
                 )
+    # A second family (method vs random ticket), corrected the same way but apart from the verdicts.
+    adjusted = adjust([row["test"].p_value for row in comparison], study.correction, study.alpha)
+    for row, p in zip(comparison, adjusted, strict=True):
+        row["p"] = p
     return comparison
+
+
+def verdict_notes(verdicts: Sequence[Verdict], prefixes: Sequence[str] | None = None) -> list[str]:
+    """Warnings about ``verdicts``: which had too few (density, seed) pairs for the paired t-test
+    (``prefixes``, one per verdict, name where each belongs, e.g. ``"lr 0.1: "``)."""
+    labels = prefixes or [""] * len(verdicts)
+    small = [
+        (f"{prefix}{v.method} + {v.check}", v.n_pairs)
+        for prefix, v in zip(labels, verdicts, strict=True)
+        if v.n_pairs < MIN_PAIRS
+    ]
+    note = small_n_note(small, "(density, seed) pairs")
+    return [note] if note else []
 
 
 def summarize(study: SanityStudy, results: Mapping[str, dict[str, Any] | None]) -> SanitySummary:
@@ -175,21 +209,40 @@ def summarize(study: SanityStudy, results: Mapping[str, dict[str, Any] | None]) 
             -c.density,
         )
     )
+    verdicts = _verdicts(study, found.acc)
     return SanitySummary(
         study=study,
         cells=cells,
-        verdicts=_verdicts(study, found.acc),
+        verdicts=verdicts,
         dense=mean_ci(found.dense) if found.dense else None,
         per_layer=found.per_layer,
         missing=found.missing,
         ticket_comparison=_ticket_comparison(study, found.acc),
         collapsed=found.collapsed,
         provenance=provenance_summary(results.get(run.spec.run_hash()) for run in study_runs(study)),
+        notes=verdict_notes(verdicts),
     )
 
 
+def verdict_line(v: Verdict) -> str:
+    """``conclusion (n = pairs, p = raw, adjusted p = ...)``: a verdict with the numbers behind it."""
+    if v.inconclusive:
+        return f"{v.conclusion}: n = {v.n_pairs}"
+    adjusted = "" if v.p.correction == "none" else f", {v.p.correction}-adjusted p = {v.p.adjusted:.3g}"
+    return f"{v.conclusion} (n = {v.n_pairs}, p = {v.p.raw:.3g}{adjusted})"
+
+
+def family_line(verdicts: Sequence[Verdict], correction: str, alpha: float) -> str:
+    """The CLI's line saying how the verdicts' p-values were corrected."""
+    family = verdicts[0].p.family if verdicts else 0
+    return f"  verdicts: {describe_correction(correction, family, alpha)}"
+
+
 def _conclusions(summary: SanitySummary) -> list[str]:
-    return [f"  {v.method:<16} + {v.check:<16} {v.conclusion}" for v in summary.verdicts]
+    lines = [f"  {v.method:<16} + {v.check:<16} {verdict_line(v)}" for v in summary.verdicts]
+    if summary.verdicts:
+        lines.append(family_line(summary.verdicts, summary.study.correction, summary.study.alpha))
+    return lines + [f"  warning: {note}" for note in summary.notes]
 
 
 SANITY_FLAGS = (

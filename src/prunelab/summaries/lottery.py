@@ -11,9 +11,11 @@ from prunelab.summaries.sanity import SanitySummary
 
 @dataclass
 class LotterySummary:
-    """One sanity summary per learning rate."""
+    """One sanity summary per learning rate; their verdicts form one family, corrected together."""
 
     study: LotteryStudy
     per_lr: list[tuple[float, SanitySummary]]
     #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: warnings for the report and the CLI, e.g. too few seeds for the verdicts' test
+    notes: list[str] = field(default_factory=list)

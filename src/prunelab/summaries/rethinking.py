@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from prunelab.evaluation.latency import UNRELIABLE_SPREAD
 from prunelab.spec.studies import RethinkingStudy
-from prunelab.summaries.stats import SIGNIFICANCE, Estimate, PairedTest
+from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, AdjustedP, Estimate, PairedTest
 from prunelab.training.protocols import PROTOCOLS, finetune_config
 
 #: Rows of a method's table, in order: the large model, the pruned model before training, protocols.
@@ -27,34 +28,52 @@ class Comparison:
     """Scratch (E or B) against fine-tune for one method, paired over seeds.
 
     Attributes:
-        test: paired t-test (two-sided) of scratch − fine-tune final test accuracy (fractions).
+        test: paired t-test (two-sided) of scratch − fine-tune final test accuracy (fractions); its
+            ``p_value`` is the raw p.
         n_pairs: seeds with both runs finished.
-        ci_overlap: whether the two protocols' own 95% CIs (over seeds) overlap.
+        ci_overlap: whether the two protocols' own 95% CIs (over seeds) overlap; None when either
+            has no interval (fewer than 2 seeds).
+        p: the raw and the adjusted p-value within the study's family of comparisons (method x
+            scratch protocol); ``conclusion`` and ``supports_paper`` are decided on the adjusted one.
     """
 
     method: str
     protocol: str
     test: PairedTest
     n_pairs: int
-    ci_overlap: bool
+    ci_overlap: bool | None
+    p: AdjustedP
+
+    @property
+    def p_raw(self) -> float:
+        return self.p.raw
+
+    @property
+    def p_adjusted(self) -> float:
+        return self.p.adjusted
+
+    @property
+    def inconclusive(self) -> bool:
+        """Too few seeds for the paired t-test (it needs at least ``MIN_PAIRS``)."""
+        return self.n_pairs < MIN_PAIRS or math.isnan(self.p.adjusted)
 
     @property
     def conclusion(self) -> str:
-        p, diff = self.test.p_value, self.test.diff.mean
-        if math.isnan(p):
-            return "inconclusive (fewer than 2 seeds)"
-        if p < SIGNIFICANCE and diff > 0:
+        diff = self.test.diff.mean
+        if self.inconclusive:
+            return INCONCLUSIVE
+        if self.p.significant and diff > 0:
             return "scratch better than fine-tune"
-        if p < SIGNIFICANCE and diff < 0:
+        if self.p.significant and diff < 0:
             return "scratch worse than fine-tune"
         return "scratch matches fine-tune (no significant difference)"
 
     @property
     def supports_paper(self) -> bool | None:
         """The paper's claim (scratch is not worse than fine-tune) holds; None when inconclusive."""
-        if math.isnan(self.test.p_value):
+        if self.inconclusive:
             return None
-        return not (self.test.p_value < SIGNIFICANCE and self.test.diff.mean < 0)
+        return not (self.p.significant and self.test.diff.mean < 0)
 
 
 @dataclass
@@ -63,7 +82,8 @@ class MethodSummary:
 
     ``params`` / ``flops`` are means over seeds (automatically found architectures differ by seed);
     ``epochs`` maps a row to the epochs each seed trained (Scratch-B differs when FLOPs do).
-    ``latency`` is ``{device: {"full"|"pruned": [record dict per batch size]}}`` from the first seed.
+    ``latency`` is ``{device: {"full"|"pruned": [record dict per batch size]}}`` from the first seed
+    (records of :class:`~prunelab.evaluation.latency.LatencyRecord`; see :func:`latency_measurements`).
     """
 
     method: str
@@ -95,6 +115,7 @@ class RethinkingSummary:
     study: RethinkingStudy
     methods: list[MethodSummary]
     missing: int = 0
+    #: warnings for the report and the CLI: too few seeds for the verdicts' test, unreliable latency
     notes: list[str] = field(default_factory=list)
     #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -108,14 +129,76 @@ def latency_ms(record: dict[str, Any]) -> float:
     return math.nan
 
 
-def latency_speedups(latency: dict[str, Any]) -> list[tuple[str, int, float, float, float]]:
-    """``(device, batch size, full ms, pruned ms, speedup = full / pruned)`` per device and batch size."""
+def latency_spread(record: dict[str, Any]) -> float:
+    """Relative IQR (IQR / median) of a latency record: its own ``rel_iqr``, else computed from
+    ``iqr_ms`` and the median (records from before it was stored); NaN when unknown."""
+    if record.get("rel_iqr") is not None:
+        return float(record["rel_iqr"])
+    median, iqr = latency_ms(record), record.get("iqr_ms")
+    if iqr is None or not median > 0:
+        return math.nan
+    return float(iqr) / median
+
+
+def latency_unreliable(record: dict[str, Any]) -> bool:
+    """The record's own ``unreliable`` flag, else whether its spread is above
+    :data:`~prunelab.evaluation.latency.UNRELIABLE_SPREAD` (unknown spread: not flagged)."""
+    if record.get("unreliable") is not None:
+        return bool(record["unreliable"])
+    spread = latency_spread(record)
+    return not math.isnan(spread) and spread > UNRELIABLE_SPREAD
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """A full and a pruned model's measured latency at one batch size on one device.
+
+    Attributes:
+        full_ms, pruned_ms: median milliseconds per batch; ``*_iqr_ms`` their interquartile ranges.
+        speedup: ``full_ms / pruned_ms``.
+        spread: the larger relative IQR (IQR / median) of the two measurements.
+        unreliable: either measurement is flagged unreliable; reports mark the speedup.
+    """
+
+    device: str
+    batch_size: int
+    full_ms: float
+    pruned_ms: float
+    full_iqr_ms: float
+    pruned_iqr_ms: float
+    speedup: float
+    spread: float
+    unreliable: bool
+
+
+def latency_measurements(latency: dict[str, Any]) -> list[Speedup]:
+    """One :class:`Speedup` per device and batch size of a method's ``latency``."""
     out = []
     for device, pair in latency.items():
         for full, pruned in zip(pair.get("full", []), pair.get("pruned", []), strict=False):
             f, p = latency_ms(full), latency_ms(pruned)
-            out.append((device, int(full.get("batch_size", 0)), f, p, f / p if p else math.nan))
+            spreads = [x for x in (latency_spread(full), latency_spread(pruned)) if not math.isnan(x)]
+            out.append(
+                Speedup(
+                    device=device,
+                    batch_size=int(full.get("batch_size", 0)),
+                    full_ms=f,
+                    pruned_ms=p,
+                    full_iqr_ms=float(full.get("iqr_ms", math.nan)),
+                    pruned_iqr_ms=float(pruned.get("iqr_ms", math.nan)),
+                    speedup=f / p if p else math.nan,
+                    spread=max(spreads) if spreads else math.nan,
+                    unreliable=latency_unreliable(full) or latency_unreliable(pruned),
+                )
+            )
     return out
+
+
+def latency_speedups(latency: dict[str, Any]) -> list[tuple[str, int, float, float, float]]:
+    """``(device, batch size, full ms, pruned ms, speedup = full / pruned)`` per device and batch size."""
+    return [
+        (m.device, m.batch_size, m.full_ms, m.pruned_ms, m.speedup) for m in latency_measurements(latency)
+    ]
 
 
 def finetune_epochs_of(study: RethinkingStudy) -> int:

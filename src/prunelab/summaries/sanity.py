@@ -10,7 +10,7 @@ from typing import Any
 
 from prunelab.pruning.methods import METHODS
 from prunelab.spec.studies import SanityStudy
-from prunelab.summaries.stats import SIGNIFICANCE, Estimate, PairedTest
+from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, AdjustedP, Estimate, PairedTest
 
 
 def ticket_family(method: str, allocation: str | None = None) -> str:
@@ -56,33 +56,59 @@ class Cell:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Does ``check`` hurt ``method``? Paired over (density, seed) against the unchecked method."""
+    """Does ``check`` hurt ``method``? Paired over (density, seed) against the unchecked method.
+
+    Attributes:
+        test: the paired t-test of checked minus unchecked accuracy (its ``p_value`` is the raw p).
+        n_pairs: the (density, seed) pairs the test used.
+        p: the raw and the adjusted p-value within the study's family of verdicts; ``passes`` and
+            ``conclusion`` are decided on the adjusted one.
+    """
 
     method: str
     check: str
     test: PairedTest
     n_pairs: int
+    p: AdjustedP
+
+    @property
+    def p_raw(self) -> float:
+        return self.p.raw
+
+    @property
+    def p_adjusted(self) -> float:
+        return self.p.adjusted
+
+    @property
+    def inconclusive(self) -> bool:
+        """Too few pairs for the paired t-test (it needs at least ``MIN_PAIRS``)."""
+        return self.n_pairs < MIN_PAIRS or math.isnan(self.p.adjusted)
 
     @property
     def conclusion(self) -> str:
-        p, diff = self.test.p_value, self.test.diff.mean
-        if math.isnan(p):
-            return "inconclusive (too few pairs)"
-        if p < SIGNIFICANCE and diff < 0:
+        diff = self.test.diff.mean
+        if self.inconclusive:
+            return INCONCLUSIVE
+        if self.p.significant and diff < 0:
             return "hurts: the method uses this information"
-        if p < SIGNIFICANCE and diff > 0:
+        if self.p.significant and diff > 0:
             return "helps: the check improves on the method"
         return "no significant effect: the method does not rely on it"
 
     @property
     def passes(self) -> bool:
-        """True when the check significantly hurts, i.e. the method passes this sanity check."""
-        return self.test.p_value < SIGNIFICANCE and self.test.diff.mean < 0
+        """True when the check significantly hurts (adjusted p), i.e. the method passes this check."""
+        return not self.inconclusive and self.p.significant and self.test.diff.mean < 0
 
 
 @dataclass
 class SanitySummary:
-    """Everything the report shows."""
+    """Everything the report shows.
+
+    ``ticket_comparison`` rows hold ``method``, ``ticket`` (label), ``test`` (paired t-test of method
+    minus ticket), ``n_pairs`` and ``p`` (:class:`AdjustedP` within the family of ticket comparisons,
+    adjusted separately from the verdicts with the study's correction).
+    """
 
     study: SanityStudy
     cells: list[Cell]
@@ -95,6 +121,8 @@ class SanitySummary:
     collapsed: dict[tuple[str, float], list[str]] = field(default_factory=dict)
     #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: warnings for the report and the CLI, e.g. too few seeds for the verdicts' test
+    notes: list[str] = field(default_factory=list)
 
     def cell(self, label: str, density: float) -> Cell | None:
         for c in self.cells:
