@@ -69,7 +69,10 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Figure]]:
     original = Figure.savefig
 
     def savefig(self: Figure, fname: Any, *args: Any, **kwargs: Any) -> None:
-        saved[Path(str(fname)).name] = self
+        name = Path(str(fname)).name
+        if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary name
+            name = name[1:].rsplit(".", 3)[0]
+        saved[name] = self
         original(self, fname, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)

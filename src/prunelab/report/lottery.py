@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from prunelab.report.files import atomic_csv, write_text_atomic
+from prunelab.report.files import atomic_csv, save_figure_atomic, write_text_atomic
 from prunelab.report.plots import _STYLE, clipped_band, method_colours
 from prunelab.report.provenance import provenance_html, provenance_markdown
 from prunelab.report.sanity import (
@@ -141,7 +141,7 @@ def _plot(summary: LotterySummary, path: Path) -> Path:
             ax.legend(fontsize=8)
         axes_list[0].set_ylabel("test accuracy (%)")
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomic(fig, path)
         plt.close(fig)
     return path
 

@@ -21,6 +21,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from prunelab.report.files import save_figure_atomic
 from prunelab.summaries.sanity import SanitySummary  # noqa: E402
 from prunelab.summaries.stats import Estimate  # noqa: E402
 
@@ -145,7 +146,7 @@ def accuracy_vs_density(summary: SanitySummary, path: Path, colours: Mapping[str
         ax.set_title("Accuracy against density (mean and 95% CI over seeds)")
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomic(fig, path)
         plt.close(fig)
     return path
 
@@ -201,7 +202,7 @@ def check_effects(summary: SanitySummary, path: Path, colours: Mapping[str, str]
         ]
         ax.legend(handles=handles, fontsize=8, ncol=2)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomic(fig, path)
         plt.close(fig)
     return path
 
@@ -234,6 +235,6 @@ def layer_densities(summary: SanitySummary, path: Path, colours: Mapping[str, st
             ax.set_title(f"overall density {density:g}")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomic(fig, path)
         plt.close(fig)
     return path

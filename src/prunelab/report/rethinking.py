@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from prunelab.report.files import atomic_csv, write_text_atomic  # noqa: E402
+from prunelab.report.files import atomic_csv, save_figure_atomic, write_text_atomic  # noqa: E402
 from prunelab.report.plots import clipped_yerr, method_colours  # noqa: E402
 from prunelab.report.provenance import provenance_html, provenance_markdown  # noqa: E402
 from prunelab.report.sanity import (  # noqa: E402
@@ -315,7 +315,7 @@ def accuracy_by_protocol(
         ax.set_title("Accuracy per protocol (mean and 95% CI over seeds)")
         ax.legend(fontsize=8, ncol=4)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomic(fig, path)
         plt.close(fig)
     return path
 
@@ -354,7 +354,7 @@ def speedup_vs_flops(summary: RethinkingSummary, path: Path, colours: dict[str, 
         ax.set_title("Does fewer FLOPs mean faster? (o CPU, ■ CUDA)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure_atomic(fig, path)
         plt.close(fig)
     return path
 
