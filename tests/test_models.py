@@ -36,6 +36,9 @@ def test_registered_names_and_families() -> None:
         **{f"vgg{d}": "vgg" for d in (11, 13, 16, 19)},
         **{f"resnet{d}": "resnet" for d in (20, 32, 44, 56, 110)},
         **{name: "wrn" for name in ("wrn16_4", "wrn16_8", "wrn28_2", "wrn28_10")},
+        **{f"su_resnet{d}": "resnet" for d in (32, 56)},
+        "preresnet164": "resnet",
+        "densenet40": "vgg",  # no residual blocks; Su et al.'s non-ResNet smart-ratio rule
     }
     assert set(MODELS.names()) == set(expected)
     for name, family in expected.items():

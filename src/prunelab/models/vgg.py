@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from prunelab.errors import PrunelabError, invalid_choice
-from prunelab.models._common import image_shape, init_conv_bn_linear_, positive_int
+from prunelab.models._common import image_shape, init_scheme, init_weights_, positive_int
 from prunelab.models.registry import ModelConstructor, register_model
 from prunelab.options import as_bool, as_positive_float, as_shape
 
@@ -45,9 +45,10 @@ class VGG(nn.Module):
     Channel counts are the configuration's times ``width`` (rounded, at least 1), or exactly
     ``widths`` (one per conv) when given. The classifier is ``Linear(last_channels, num_classes)``
     (``classifier="linear"``) or ``Sequential(Linear(last, hidden), BN1d, ReLU, Linear(hidden,
-    num_classes))`` (``"rethinking"``). Init: conv Kaiming normal (fan_out, i.e. ``N(0, sqrt(2 / (9 ·
-    C_out)))``), BN2d weight ``bn_gamma`` (1; Liu et al.'s VGGs use 0.5) and bias 0, BN1d 1/0, linear
-    ``N(0, 0.01)`` with zero bias.
+    num_classes))`` (``"rethinking"``). Init: scheme ``init`` (formulas in
+    :data:`~prunelab.models._common.INIT_SCHEMES`); by default conv Kaiming normal (fan_out, i.e.
+    ``N(0, sqrt(2 / (9 · C_out)))``) with zero bias, linear ``N(0, 0.01)`` with zero bias; then BN2d
+    weight ``bn_gamma`` (1; Liu et al.'s VGGs use 0.5) and bias 0, BN1d 1/0.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class VGG(nn.Module):
         classifier: str = "linear",
         classifier_hidden: int = 512,
         bn_gamma: float = 1.0,
+        init: str = "conv_fan_out_linear_normal_0.01",
     ) -> None:
         super().__init__()
         channels, height, img_width = input_shape
@@ -93,7 +95,7 @@ class VGG(nn.Module):
                 nn.ReLU(inplace=True),
                 nn.Linear(classifier_hidden, num_classes),
             )
-        init_conv_bn_linear_(self, linear_std=0.01)
+        init_weights_(self, init)
         if bn_gamma != 1.0:
             # Liu et al. (and Network Slimming) start BN2d scales at 0.5; BN1d keeps 1.
             for module in self.features.modules():
@@ -131,6 +133,7 @@ def vgg(depth: int) -> ModelConstructor:
         classifier: str = "linear",
         classifier_hidden: int | None = None,
         bn_gamma: float = 1.0,
+        init: str = "conv_fan_out_linear_normal_0.01",
     ) -> nn.Module:
         name = f"vgg{depth}"
         head = str(classifier).lower()
@@ -159,6 +162,7 @@ def vgg(depth: int) -> ModelConstructor:
                 512 if classifier_hidden is None else classifier_hidden, f"{name} option classifier_hidden"
             ),
             bn_gamma=as_positive_float(bn_gamma, f"{name} option bn_gamma"),
+            init=init_scheme(init, name),
         )
 
     construct.__name__ = construct.__qualname__ = f"vgg{depth}"
@@ -167,8 +171,20 @@ def vgg(depth: int) -> ModelConstructor:
         "Options: ``conv_bias`` (False), ``width`` (channel multiplier, 1.0), ``widths`` (exact out-channel "
         f"count of each of the {len(conv_widths(depth))} convs; pools stay where the depth puts them), "
         "``classifier`` (``linear`` | ``rethinking``), ``classifier_hidden`` (512, rethinking head only), "
-        "``bn_gamma`` (initial BN2d scale, 1.0). Liu et al. 2019's L1-norm CIFAR VGG-16 is "
-        "``vgg16`` with ``classifier='rethinking', bn_gamma=0.5``."
+        "``bn_gamma`` (initial BN2d scale, 1.0), ``init`` (``conv_fan_out_linear_normal_0.01``).\n\n"
+        "``init`` schemes (k = kernel size 3; BN gamma 1 / beta 0, then ``bn_gamma``):\n\n"
+        "- ``conv_fan_out_linear_normal_0.01`` (default): conv ``N(0, sqrt(2/(k*k*C_out)))``, conv bias 0; "
+        "linear ``N(0, 0.01)``, bias 0. Random_Pruning's VGGs; Liu et al. 2019's VGGs.\n"
+        "- ``conv_fan_in_linear_normal_0.01``: conv ``N(0, sqrt(2/(k*k*C_in)))``, conv bias 0; linear "
+        "``N(0, 0.01)``, bias 0. Su et al.'s VGG (with ``conv_bias=True``).\n"
+        "- ``conv_fan_out_linear_default_zero_bias``: conv as the default; linear PyTorch default "
+        "``U(-1/sqrt(n_in), 1/sqrt(n_in))``, bias 0.\n"
+        "- ``conv_fan_out_linear_default``: conv as the default; linear weight and bias PyTorch default.\n"
+        "- ``conv_linear_fan_in``: conv and linear weights ``N(0, sqrt(2/fan_in))``, biases PyTorch default.\n"
+        "- ``torch_default``: PyTorch's ``reset_parameters`` for every conv and linear.\n\n"
+        "Liu et al. 2019's L1-norm CIFAR VGG-16 is ``vgg16`` with ``classifier='rethinking', "
+        "bn_gamma=0.5``; Su et al.'s VGG-19 is ``vgg19`` with ``conv_bias=True, "
+        "init='conv_fan_in_linear_normal_0.01'``."
     )
     return construct
 

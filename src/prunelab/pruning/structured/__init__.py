@@ -25,7 +25,7 @@ from prunelab.pruning.structured.api import (
 from prunelab.pruning.structured.architecture import architecture_of, build_architecture
 from prunelab.pruning.structured.blocks import block_scales, install_block_scales
 from prunelab.pruning.structured.channels import ChannelLayer, channel_layers, keep_count, remove_channels
-from prunelab.pruning.structured.hooks import TrainingHooks, large_model_hooks, soft_prune_
+from prunelab.pruning.structured.hooks import SFP_VARIANTS, TrainingHooks, large_model_hooks, soft_prune_
 from prunelab.pruning.structured.methods import (
     STRUCTURED_METHODS,
     HooksFn,
@@ -34,14 +34,17 @@ from prunelab.pruning.structured.methods import (
     StructuredMethod,
     register_structured_method,
 )
+from prunelab.pruning.structured.selection import SelectionSite, selection_sites
 
 __all__ = [
+    "SFP_VARIANTS",
     "STRUCTURED_METHODS",
     "ChannelLayer",
     "HooksFn",
     "KeepFn",
     "PruneFn",
     "PrunedModel",
+    "SelectionSite",
     "StructuredData",
     "StructuredMethod",
     "TrainingHooks",
@@ -59,5 +62,6 @@ __all__ = [
     "register_structured_method",
     "remove_channels",
     "save_pruned",
+    "selection_sites",
     "soft_prune_",
 ]

@@ -49,9 +49,11 @@ class PrunedModel:
             shape with the mask applied (weight-level). It carries ``prunelab_build`` = its architecture.
         architecture: ``{"name", "input_shape", "num_classes", "options"}`` (JSON-able); rebuilding it
             gives a model whose state dict has exactly ``model``'s keys and shapes.
-        mask: the conv-weight mask (weight-level only), True = kept.
+        mask: the conv-weight mask (weight-level, and SFP's ``all_convs_masked``), True = kept.
         kept: kept channel indices (into the large model's channels) per prunable conv for channel
-            methods; kept block indices per stage (``layer1``...) for ``sss``; empty for weight-level.
+            methods, and per channel selection module (into its BN's channels) for network slimming
+            of PreResNet/DenseNet; kept block indices per stage (``layer1``...) for ``sss``; kept
+            filters per conv for SFP's ``all_convs_masked``; empty for weight-level.
     """
 
     model: nn.Module

@@ -57,14 +57,20 @@ def architecture_of(model: nn.Module) -> dict[str, Any]:
 def pruned_architecture(model: nn.Module, base: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` (the large model's architecture) with options describing ``model``'s pruned widths.
 
-    VGG, cnn1d, cnn2d: ``widths`` = every conv's out-channels (the overall ``width``/``channels``
-    option is dropped, since the models take one or the other). ResNet: ``widths`` = each block's
-    ``conv1`` out-channels, ``blocks`` = blocks per stage.
+    A model whose class has a ``structure_options()`` method (the CIFAR ResNets, PreResNet, DenseNet)
+    describes itself: ResNets give ``widths`` (each block's prunable convs' out-channels: a basic
+    block's ``conv1``, a bottleneck's ``conv1`` and ``conv2``) and ``blocks`` (blocks per stage);
+    PreResNet and DenseNet add ``selected`` (each channel selection's kept channels). Otherwise, by
+    family: VGG, cnn1d, cnn2d: ``widths`` = every conv's out-channels (the overall
+    ``width``/``channels`` option is dropped, since the models take one or the other).
     """
     family = MODELS.get(str(base["name"])).family
     options = dict(base["options"])
     convs = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d)]
-    if family in ("vgg", "cnn1d", "cnn2d"):
+    describe = getattr(model, "structure_options", None)
+    if callable(describe):
+        options.update(describe())
+    elif family in ("vgg", "cnn1d", "cnn2d"):
         for overall in ("width", "channels"):
             options.pop(overall, None)
         options["widths"] = [int(c.out_channels) for c in convs]

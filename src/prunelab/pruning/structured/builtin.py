@@ -6,12 +6,17 @@ ResNet block's ``conv1``) and remove the unkept filters (:func:`~.api.prune_chan
 - ``l1norm``: keep the ``keep_count(C, ratio)`` filters of largest ``sum |W|`` per conv, or the
   counts of predefined configuration ``config`` (e.g. ``"vgg16-a"``; convs it omits stay dense).
 - ``slimming``: one global threshold over the |gamma| of the prunable convs' BNs (needs BN);
-  trains the large model with an L1 penalty on the BN scales.
+  trains the large model with an L1 penalty on the BN scales. On models with channel selections
+  (PreResNet, DenseNet) the BNs before convs are pruned too, through their selections, as Liu et
+  al.'s ``resprune.py``/``denseprune.py`` (see :mod:`.selection`).
 - ``thinet`` / ``regression``: data-driven, layer by layer (see :mod:`.reconstruction`); ``data``
   is a DataBundle (``samples_per_class`` per class drawn with the run's ``scoring_data`` stream)
   or an ``(inputs, targets)`` tuple.
 - ``sfp``: keep the ``keep_count(C, ratio)`` filters of largest L2 norm per conv (after SFP
-  training, which zeroes the others every epoch, these are the ones not zeroed).
+  training, which zeroes the others every epoch, these are the ones not zeroed). ``variant``
+  ``removable_physical`` (default): the independently removable convs, removed physically;
+  ``all_convs_masked`` (He et al.'s and Liu et al.'s runs): every conv, and the result is the
+  full-size model with a filter-level mask (like ``weight_level``).
 - ``sss``: remove the residual blocks whose factor ``|lambda| <= threshold`` (the model must have
   been trained with ``large_model_hooks('sss', ...)``).
 - ``weight_level``: global magnitude mask over conv weights at ``density``; same-shape model.
@@ -23,19 +28,35 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError
+from prunelab.pruning.mask import Mask
 from prunelab.pruning.prunable import PrunableSet
-from prunelab.pruning.structured.api import KeepFn, PrunedModel, _predefined, channel_method
-from prunelab.pruning.structured.architecture import architecture_of, build_architecture
+from prunelab.pruning.structured.api import KeepFn, PrunedModel, _predefined, channel_method, prune_channels
+from prunelab.pruning.structured.architecture import (
+    architecture_of,
+    build_architecture,
+    check_loadable,
+    jsonable,
+    pruned_architecture,
+)
 from prunelab.pruning.structured.blocks import folded_state, kept_blocks
 from prunelab.pruning.structured.channels import ChannelLayer, keep_count, top_k
 from prunelab.pruning.structured.criteria import l1_filter_norms, l2_filter_norms, slimming_keep
-from prunelab.pruning.structured.hooks import sfp_hooks, slimming_hooks, sss_hooks
+from prunelab.pruning.structured.hooks import (
+    sfp_convs,
+    sfp_hooks,
+    sfp_variant,
+    slimming_hooks,
+    soft_prune_,
+    sss_hooks,
+)
 from prunelab.pruning.structured.methods import StructuredData, StructuredMethod, register_structured_method
 from prunelab.pruning.structured.reconstruction import select_by_data
+from prunelab.pruning.structured.selection import selection_sites, slim_with_selections
 from prunelab.seeding import generator
 
 
@@ -100,6 +121,53 @@ def slimming_keep_filters(
     return {layer.conv: by_bn[str(layer.bn)] for layer in with_bn}
 
 
+def prune_slimming(model: nn.Module, options: dict[str, Any], data: StructuredData, seed: int) -> PrunedModel:
+    """Network slimming: through channel selections where the model has them, else per prunable conv.
+
+    With selections (PreResNet, DenseNet), ``kept`` lists the kept filters of each removable conv
+    and the kept channels of each selection (module name -> indices into its BN's channels).
+    """
+    if not selection_sites(model):
+        return prune_channels(model, slimming_keep_filters, options, data, seed)
+    base = architecture_of(model)
+    work, kept = slim_with_selections(model, float(options["percent"]), int(options["min_channels"]))
+    architecture = pruned_architecture(work, base)
+    object.__setattr__(
+        work, "prunelab_build", {**architecture, "input_shape": tuple(architecture["input_shape"])}
+    )
+    check_loadable(work, architecture)
+    return PrunedModel(work, architecture, None, kept)
+
+
+def prune_sfp(model: nn.Module, options: dict[str, Any], data: StructuredData, seed: int) -> PrunedModel:
+    """He et al. 2018: after SFP training, keep each conv's ``keep_count(C, ratio)`` largest-L2 filters.
+
+    ``removable_physical``: the independently removable convs lose the other filters physically.
+    ``all_convs_masked``: every conv of a copy of ``model`` has its other filters zeroed and the
+    result keeps the original shape, with a mask over every conv weight that is False on exactly
+    those filters (``kept``: the kept filter indices per conv).
+    """
+    variant = sfp_variant(options)
+    if variant == "removable_physical":
+        return prune_channels(model, sfp_keep, options, data, seed)
+    work = copy.deepcopy(model)
+    convs = sfp_convs(work, variant)
+    zeroed = soft_prune_(work, float(options["ratio"]), convs)
+    modules = dict(work.named_modules())
+    tensors: dict[str, Tensor] = {}
+    kept: dict[str, list[int]] = {}
+    for name in convs:
+        weight = modules[name].weight
+        assert isinstance(weight, Tensor)
+        keep = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
+        keep[zeroed[name]] = False  # whole filters
+        tensors[f"{name}.weight"] = keep
+        gone = set(zeroed[name])
+        kept[name] = [i for i in range(weight.shape[0]) if i not in gone]
+    mask = Mask(tensors, info={"method": "sfp", "variant": variant, "ratio": float(options["ratio"])})
+    return PrunedModel(work, architecture_of(model), mask, kept)
+
+
 def _sample_inputs(data: StructuredData, per_class: int, seed: int) -> Tensor:
     if isinstance(data, DataBundle):
         return data.per_class_sample(per_class, generator(seed, "scoring_data"))[0]
@@ -154,13 +222,12 @@ def prune_sss(model: nn.Module, options: dict[str, Any], data: StructuredData, s
     kept = kept_blocks(model, float(options["threshold"]))
     state = folded_state(model, kept)
     base = architecture_of(model)
-    options_out = dict(base["options"])
-    options_out["blocks"] = [len(kept[stage]) for stage in ("layer1", "layer2", "layer3")]
-    old_widths = [
-        int(getattr(model, s)[i].conv1.out_channels) for s in ("layer1", "layer2", "layer3") for i in kept[s]
-    ]
-    options_out["widths"] = old_widths
-    architecture = {**base, "options": options_out}
+    describe = getattr(model, "structure_options", None)
+    if not callable(describe):
+        raise PrunelabError(
+            f"sparse structure selection cannot describe {type(model).__name__} without its blocks"
+        )
+    architecture = {**base, "options": jsonable({**base["options"], **describe(kept)})}
     pruned = build_architecture(architecture, seed=0)
     pruned.load_state_dict(state, strict=True)
     pruned.to(next(model.parameters()).device).train(model.training)
@@ -187,7 +254,7 @@ for _method in (
         "channels with |gamma| <= one global threshold (the percent-quantile), at least min_channels "
         "kept per layer",
         "Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming",
-        prune=channel_method(slimming_keep_filters),
+        prune=prune_slimming,
         training_hooks=slimming_hooks,
     ),
     StructuredMethod(
@@ -216,11 +283,12 @@ for _method in (
         "sfp",
         "channel",
         False,
-        {"ratio": 0.7},
+        {"ratio": 0.7, "variant": "removable_physical"},
         "after every epoch zero each prunable conv's filters of smallest L2 norm (they may regrow); "
-        "finally remove them, keeping the ratio of filters",
+        "finally remove them, keeping the ratio of filters (variant all_convs_masked: every conv, "
+        "ending in a filter mask on the full-size model, as the authors run it)",
         "He et al. 2018, Soft Filter Pruning for Accelerating Deep Convolutional Neural Networks",
-        prune=channel_method(sfp_keep),
+        prune=prune_sfp,
         training_hooks=sfp_hooks,
     ),
     StructuredMethod(

@@ -76,9 +76,17 @@ def _handler_name(handler: object) -> str:
 def channel_layers(model: nn.Module, graph: tp.DependencyGraph | None = None) -> list[ChannelLayer]:
     """Every independently prunable conv of ``model``, in registration order.
 
+    A model whose class sets ``fixed_conv_filters = True`` (DenseNet: every layer adds exactly
+    ``growth`` channels to the concatenation) has none by declaration.
+
     Raises:
         PrunelabError: if the model has no such conv.
     """
+    if getattr(model, "fixed_conv_filters", False):
+        raise PrunelabError(
+            f"model {type(model).__name__} fixes every conv's filter count; of the channel methods only "
+            "network slimming ('slimming') prunes it, through its channel selections"
+        )
     graph = graph or dependency_graph(model)
     names = {module: name for name, module in model.named_modules()}
     layers: list[ChannelLayer] = []

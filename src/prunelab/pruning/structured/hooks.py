@@ -7,6 +7,9 @@
 - ``sfp``: before training (when the hooks are made) and after every epoch, each prunable conv's
   ``int(C * (1 - ratio))`` filters of smallest L2 norm are set to zero; gradients are not masked, so
   they may regrow (He et al. 2018; their ``pruning_cifar10_resnet.py`` also masks once before epoch 1).
+  Which convs: with ``variant="removable_physical"`` (the default) the independently removable ones,
+  with ``"all_convs_masked"`` every conv (He et al. zero filters in every conv layer, the stem, each
+  block's last conv and the shortcut convs included).
   The initial zeroing matters with BatchNorm: a filter zeroed in a trained net whose BN shift is
   positive gets a gradient ~1/sqrt(eps) times too large (its channel has zero batch variance), jumps
   to a huge norm and then outranks the healthy filters, which get zeroed next; on MNIST-1D cnn1d
@@ -32,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from prunelab.errors import PrunelabError
+from prunelab.errors import PrunelabError, invalid_choice
 from prunelab.pruning.structured.blocks import install_block_scales, l1_proximal_step, l1_subgradient
 from prunelab.pruning.structured.channels import channel_layers, keep_count, top_k
 from prunelab.pruning.structured.criteria import l2_filter_norms
@@ -130,14 +133,37 @@ def sss_hooks(model: nn.Module, options: dict[str, Any]) -> TrainingHooks:
     return hooks
 
 
+#: SFP variants (method option ``variant``). ``removable_physical``: soft-prune the independently
+#: removable convs and remove their filters at the end (a smaller model). ``all_convs_masked``: He et
+#: al.'s and Liu et al.'s runs: soft-prune every conv and end with a filter-level mask on the
+#: full-size model (which Liu et al.'s scratch runs train, masked).
+SFP_VARIANTS = ("removable_physical", "all_convs_masked")
+
+
+def sfp_variant(options: Mapping[str, Any]) -> str:
+    """The validated ``variant`` option of ``sfp`` (default ``removable_physical``)."""
+    value = options.get("variant") or SFP_VARIANTS[0]
+    if value not in SFP_VARIANTS:
+        raise invalid_choice("sfp variant", value, SFP_VARIANTS)
+    return str(value)
+
+
+def sfp_convs(model: nn.Module, variant: str) -> list[str]:
+    """The convs SFP soft-prunes: every Conv1d/Conv2d (``all_convs_masked``) or the independently
+    removable ones (``removable_physical``), in registration order."""
+    if variant == "all_convs_masked":
+        return [name for name, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d)]
+    return [layer.conv for layer in channel_layers(model)]
+
+
 def sfp_hooks(model: nn.Module, options: dict[str, Any]) -> TrainingHooks:
-    """Soft filter pruning: zero each prunable conv's smallest filters now and after every epoch.
+    """Soft filter pruning: zero the smallest filters of the variant's convs now and after every epoch.
 
     The zeroing at once is He et al.'s masking before the first epoch; a checkpoint loaded
     afterwards replaces those weights.
     """
     hooks = TrainingHooks()
-    convs = [layer.conv for layer in channel_layers(model)]
+    convs = sfp_convs(model, sfp_variant(options))
     ratio = float(options["ratio"])
     soft_prune_(model, ratio, convs)  # before the first epoch too, as in He et al.'s code
 
