@@ -96,30 +96,50 @@ TICKET_METHODS = ("snip", "grasp", "lottery", "lr_rewinding", "weight_rewinding"
 TICKET_CHECKS = ("random_labels", "shuffle_mask", "reinit")
 
 
+#: The methods whose Su et al. code prunes conv weights only (LT_prune.py: the linear layer stays dense).
+_CONV_ONLY_TICKETS = ("lottery", "weight_rewinding", "lr_rewinding", "finetune")
+
+
 def tickets_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Su et al.'s ticket comparison on the dataset's preset model and recipe: the ticket methods at
-    densities 0.2 and 0.05 under random labels, layer-wise shuffling and re-init, smart-ratio random
-    tickets and the dense trunks; one-shot unless ``imp_fraction`` is given."""
-    return {
-        **_common(values, "tickets"),
+    """Su et al.'s ticket comparison: the ticket methods under random labels, layer-wise shuffling
+    and re-init, smart-ratio random tickets and the dense trunks; one-shot unless ``imp_fraction``
+    is given. ``default``: the dataset's preset model and recipe at densities 0.2 and 0.05.
+    ``paper``: CIFAR-10 VGG-19 with Su et al.'s recipe at densities 0.1, 0.05 and 0.02 (sparsity
+    90/95/98 %), the lottery-family tickets pruning conv weights only as their code does."""
+    paper = preset == "paper"
+    common = _common(values, "tickets", default_dataset="cifar10" if paper else "mnist1d")
+    payload = {
+        **common,
         "methods": values.get("methods") or list(TICKET_METHODS),
-        "densities": values.get("densities") or [0.2, 0.05],
+        "densities": values.get("densities") or ([0.1, 0.05, 0.02] if paper else [0.2, 0.05]),
         "checks": _given(values, "checks", list(TICKET_CHECKS)),
         "random_tickets": ["smart_ratio"],
         "include_dense": True,
         "imp_fraction": values.get("imp_fraction"),
     }
+    if paper:
+        payload["method_prunable"] = {m: {"scope": "conv"} for m in _CONV_ONLY_TICKETS}
+    return payload
 
 
 def lottery_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Liu et al. 2019's lottery experiment: IMP levels 1..8 (20% per round) at lr 0.1 and 0.01,
-    3 seeds, on the dataset's preset model and recipe."""
+    3 seeds. ``default``: the dataset's preset model and recipe, iterative pruning. ``paper``:
+    CIFAR-10 VGG-16 (the Rethinking head) with the CIFAR recipe, iterative and one-shot arms, conv
+    weights only (their lottery-ticket code keeps the classifier dense)."""
     _at_least_one(values, "levels")
+    paper = preset == "paper"
+    common = _common(values, "lottery", default_dataset="cifar10" if paper else "mnist1d")
+    if paper and not values.get("model"):
+        common["model"] = {"name": "vgg16", "options": {"classifier": "rethinking"}}
+        common["name"] = values.get("name") or f"lottery-{common['data']['name']}-vgg16"
     return {
-        **_common(values, "lottery"),
+        **common,
         "learning_rates": values.get("lrs") or [0.1, 0.01],
         "levels": list(range(1, (values.get("levels") or 8) + 1)),
         "imp_fraction": _given(values, "imp_fraction", 0.2),
+        "one_shot": paper,
+        "prunable": {"scope": "conv"} if paper else {},
     }
 
 

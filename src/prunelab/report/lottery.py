@@ -115,23 +115,31 @@ def _plot(summary: LotterySummary, path: Path) -> Path:
             1, len(summary.per_lr), figsize=(5.2 * len(summary.per_lr), 4.2), sharey=True
         )
         axes_list = list(axes) if len(summary.per_lr) > 1 else [axes]
+        one_shot = dict(summary.one_shot)
         for ax, (lr, sub) in zip(axes_list, summary.per_lr, strict=True):
-            for label, style in ((WINNING, "-"), (RANDOM_INIT, "--")):
-                cells = sorted((c for c in sub.cells if c.variant.label == label), key=lambda c: c.density)
+            curves = [(sub, WINNING, "-", ""), (sub, RANDOM_INIT, "--", "")]
+            if lr in one_shot:
+                curves += [
+                    (one_shot[lr], WINNING, ":", ", one-shot"),
+                    (one_shot[lr], RANDOM_INIT, "-.", ", one-shot"),
+                ]
+            for arm, label, style, suffix in curves:
+                cells = sorted((c for c in arm.cells if c.variant.label == label), key=lambda c: c.density)
                 if not cells:
                     continue
                 xs = [c.density for c in cells]
-                name = "winning ticket" if label == WINNING else "random re-init"
+                base = "winning ticket" if label == WINNING else "random re-init"
+                name = base + suffix
                 ax.plot(
                     xs,
                     [100 * c.accuracy.mean for c in cells],
                     style,
                     marker="o",
                     label=name,
-                    color=colours[name],
+                    color=colours[base],
                 )
                 low, high = clipped_band((c.accuracy for c in cells), 0.0, 1.0)
-                ax.fill_between(xs, low, high, color=colours[name], alpha=0.15)
+                ax.fill_between(xs, low, high, color=colours[base], alpha=0.15 if not suffix else 0.07)
             if sub.dense is not None:
                 ax.axhline(100 * sub.dense.mean, color="black", lw=1, label="dense")
             ax.set_xscale("log")
@@ -153,13 +161,20 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     study = summary.study
     t = study.train
-    all_p = [v.p for _, sub in summary.per_lr for v in sub.verdicts]
+    arms = [("IMP", summary.per_lr)] + ([("one-shot", summary.one_shot)] if summary.one_shot else [])
+    all_p = [v.p for _, group in arms for _, sub in group for v in sub.verdicts]
     title = f"Winning ticket vs random re-initialisation: {study.data.name} / {study.model.name}"
     setup = [
         f"dataset `{study.data.name}`, model `{study.model.name}`; training: {t.epochs} epochs, batch "
         f"{t.batch_size}, SGD ({t.schedule}), momentum {t.momentum}, weight decay {t.weight_decay}",
         f"IMP: global magnitude pruning of the trained ticket, {study.imp_fraction:g} of the remaining "
-        f"weights per round, rewound to the original initialisation (winning ticket, Frankle & Carbin 2019); "
+        f"weights per round, rewound to the original initialisation (winning ticket, Frankle & Carbin 2019)"
+        + (
+            "; one-shot: the trained trunk pruned to each level at once, same rewinding"
+            if summary.one_shot
+            else ""
+        )
+        + f"; prunable weights: {study.prunable.scope}; "
         f"random re-init = the same mask on a fresh He init with each layer's effective fan-in (Liu et al. 2019)",
         f"levels {', '.join(map(str, study.levels))}; seeds {', '.join(map(str, study.seeds))}; "
         f"accuracy = final-epoch test accuracy (%), {ACCURACY_FORMAT}",
@@ -167,7 +182,12 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         f"pairs it is {INCONCLUSIVE}); p-values adjusted for multiple comparisons: "
         f"{_correction_text(all_p, study.correction, study.alpha)}",
     ]
-    verdicts = [_verdict(lr, sub) for lr, sub in summary.per_lr]
+    verdicts = [
+        (f"{arm}, {text}" if len(arms) > 1 else text, cls)
+        for arm, group in arms
+        for lr, sub in group
+        for text, cls in [_verdict(lr, sub)]
+    ]
     pattern = liu_pattern(summary)
     if pattern:
         verdicts.append((pattern, "neutral"))
@@ -181,8 +201,15 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         "Δ (pp)",
         "dense",
     ]
-    rows = [row for lr, sub in summary.per_lr for row in _rows(lr, sub, study.levels)]
-    missing = sum(sub.missing for _, sub in summary.per_lr)
+    if len(arms) > 1:
+        header = ["pruning", *header]
+    rows = [
+        ([arm] if len(arms) > 1 else []) + row
+        for arm, group in arms
+        for lr, sub in group
+        for row in _rows(lr, sub, study.levels)
+    ]
+    missing = sum(sub.missing for _, group in arms for _, sub in group)
     figure = _plot(summary, out / "winning_vs_random.png")
 
     md = [
@@ -217,26 +244,28 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
 {provenance_html(summary.provenance)}</body></html>"""
     write_text_atomic(out / "report.html", page)
     with atomic_csv(out / "levels.csv") as writer:
-        writer.writerow(["lr", "variant", "density", "n", "mean_acc", "ci_half"])
-        for lr, sub in summary.per_lr:
-            for cell in sub.cells:
-                writer.writerow(
-                    [
-                        lr,
-                        cell.variant.label,
-                        cell.density,
-                        cell.accuracy.n,
-                        cell.accuracy.mean,
-                        cell.accuracy.half_width,
-                    ]
-                )
+        writer.writerow(["lr", "variant", "density", "n", "mean_acc", "ci_half", "pruning"])
+        for arm, group in arms:
+            for lr, sub in group:
+                for cell in sub.cells:
+                    writer.writerow(
+                        [
+                            lr,
+                            cell.variant.label,
+                            cell.density,
+                            cell.accuracy.n,
+                            cell.accuracy.mean,
+                            cell.accuracy.half_width,
+                            arm,
+                        ]
+                    )
     with atomic_csv(out / "verdicts.csv") as writer:
         writer.writerow(
             ["lr", "check", "mean_diff", "ci_half", "p_value", "p_adjusted", "correction", "n_tests", "alpha"]
-            + ["n_pairs", "conclusion"]
+            + ["n_pairs", "conclusion", "pruning"]
         )
-        for lr, sub in summary.per_lr:
-            for v in sub.verdicts:
+        for arm, group in arms:
+            for lr, v in [(lr, v) for lr, sub in group for v in sub.verdicts]:
                 writer.writerow(
                     [
                         lr,
@@ -247,6 +276,6 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
                         v.p_adjusted,
                         v.p.correction,
                     ]
-                    + [v.p.family, v.p.alpha, v.n_pairs, v.conclusion]
+                    + [v.p.family, v.p.alpha, v.n_pairs, v.conclusion, arm]
                 )
     return out / "report.html"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from prunelab.errors import check_density
 from prunelab.pruning.checks import CHECKS
 from prunelab.pruning.methods import METHODS
+from prunelab.pruning.prunable import PrunableSet
 from prunelab.spec import DataSpec, ModelSpec, OptionValue, PruningSpec, canonical_density
 from prunelab.training.config import TrainConfig
 from prunelab.training.protocols import FINETUNE_LR
@@ -57,6 +58,12 @@ class SanityStudy(BaseModel):
     random_tickets: tuple[str, ...] = RANDOM_TICKETS
     include_dense: bool = True
     imp_fraction: float | None = Field(None, gt=0, lt=1)
+    #: Which weights every pruned run of the study may prune (default: every conv and linear weight;
+    #: Su et al.'s lottery ticket and the Rethinking lottery code prune conv weights only).
+    prunable: PrunableSet = Field(default_factory=PrunableSet)
+    #: Per-method prunable sets overriding ``prunable`` (Su et al.'s code prunes conv weights only
+    #: for the lottery ticket, but conv and linear weights for SNIP, GraSP and smart ratios).
+    method_prunable: dict[str, PrunableSet] = Field(default_factory=dict)
     correction: Correction = "holm"
     alpha: float = Field(0.05, gt=0, lt=1)
 
@@ -81,7 +88,9 @@ class SanityStudy(BaseModel):
     def pruning(self, method: str, density: float, checks: tuple[str, ...] = ()) -> PruningSpec:
         """The method's pruning spec at ``density`` (with IMP rounds for trained-weights methods)."""
         ticket = {"rounds": self.imp_rounds(density)} if METHODS.get(method).ticket is not None else None
-        return PruningSpec(method=method, density=density, checks=checks, ticket=ticket)
+        return PruningSpec(
+            method=method, density=density, checks=checks, ticket=ticket, prunable=self.prunable
+        )
 
     @field_validator("methods")
     @classmethod
@@ -133,6 +142,10 @@ class LotteryStudy(BaseModel):
     seeds: tuple[int, ...] = (0, 1, 2)
     correction: Correction = "holm"
     alpha: float = Field(0.05, gt=0, lt=1)
+    #: Also prune each level in one shot from the trained trunk (Liu et al. 2019 compare both).
+    one_shot: bool = False
+    #: Which weights the tickets prune (Liu et al. 2019's lottery code: conv weights only).
+    prunable: PrunableSet = Field(default_factory=PrunableSet)
 
     @field_validator("levels")
     @classmethod
@@ -148,10 +161,11 @@ class LotteryStudy(BaseModel):
             raise ValueError(f"learning_rates must be positive, got {list(value)}")
         return value
 
-    def at_lr(self, lr: float) -> SanityStudy:
-        """The sanity study of the winning ticket vs ``reinit_fan`` at initial lr ``lr``."""
+    def at_lr(self, lr: float, *, one_shot: bool = False) -> SanityStudy:
+        """The sanity study of the winning ticket vs ``reinit_fan`` at initial lr ``lr``: iterative
+        pruning (IMP) to each level, or, with ``one_shot``, pruning the trained trunk at once."""
         return SanityStudy(
-            name=f"{self.name}-lr{lr:g}",
+            name=f"{self.name}-lr{lr:g}" + ("-oneshot" if one_shot else ""),
             data=self.data,
             model=self.model,
             train=self.train.model_copy(update={"lr": lr}),
@@ -161,10 +175,18 @@ class LotteryStudy(BaseModel):
             checks=("reinit_fan",),
             random_tickets=(),
             include_dense=True,
-            imp_fraction=self.imp_fraction,
+            imp_fraction=None if one_shot else self.imp_fraction,
             correction=self.correction,
             alpha=self.alpha,
+            prunable=self.prunable,
         )
+
+    def arms(self) -> list[tuple[float, bool, SanityStudy]]:
+        """``(lr, one_shot, sanity study)`` for every learning rate, iterative first, then one-shot."""
+        out = [(lr, False, self.at_lr(lr)) for lr in self.learning_rates]
+        if self.one_shot:
+            out += [(lr, True, self.at_lr(lr, one_shot=True)) for lr in self.learning_rates]
+        return out
 
 
 def _structured_methods() -> Any:

@@ -35,8 +35,8 @@ from prunelab.summaries.provenance import provenance_summary
 def lottery_runs(study: LotteryStudy) -> list[RunSpec]:
     """Every run of every learning rate's sanity study, each once, in order."""
     seen: dict[str, RunSpec] = {}
-    for lr in study.learning_rates:
-        for run in study_runs(study.at_lr(lr)):
+    for _, _, sub in study.arms():
+        for run in study_runs(sub):
             seen.setdefault(run.spec.run_hash(), run.spec)
     return list(seen.values())
 
@@ -44,32 +44,36 @@ def lottery_runs(study: LotteryStudy) -> list[RunSpec]:
 def summarize_lottery(study: LotteryStudy, results: Mapping[str, dict[str, Any] | None]) -> LotterySummary:
     """Summaries per lr from finished results keyed by run hash (a missing key = not finished).
 
-    The verdicts of all learning rates are one family: their p-values are adjusted together with
-    the study's correction (each lr's own summary would otherwise count a family of one)."""
-    per_lr = [(lr, summarize(study.at_lr(lr), results)) for lr in study.learning_rates]
+    The verdicts of all learning rates (and of the one-shot arm) are one family: their p-values are
+    adjusted together with the study's correction (each lr's own summary would otherwise count a
+    family of one)."""
+    arms = [(lr, one_shot, summarize(sub, results)) for lr, one_shot, sub in study.arms()]
     adjusted = iter(
-        adjust_verdicts([v for _, sub in per_lr for v in sub.verdicts], study.correction, study.alpha)
+        adjust_verdicts([v for *_, sub in arms for v in sub.verdicts], study.correction, study.alpha)
     )
-    per_lr = [(lr, replace(sub, verdicts=[next(adjusted) for _ in sub.verdicts])) for lr, sub in per_lr]
+    arms = [(lr, one, replace(sub, verdicts=[next(adjusted) for _ in sub.verdicts])) for lr, one, sub in arms]
     notes = verdict_notes(
-        [v for _, sub in per_lr for v in sub.verdicts],
-        [f"lr {lr:g}: " for lr, sub in per_lr for _ in sub.verdicts],
+        [v for *_, sub in arms for v in sub.verdicts],
+        [f"lr {lr:g}{' one-shot' if one else ''}: " for lr, one, sub in arms for _ in sub.verdicts],
     )
-    for _, sub in per_lr:
+    for *_, sub in arms:
         sub.notes = notes
     return LotterySummary(
         study,
-        per_lr,
+        [(lr, sub) for lr, one, sub in arms if not one],
         provenance=provenance_summary(results.get(spec.run_hash()) for spec in lottery_runs(study)),
         notes=notes,
+        one_shot=[(lr, sub) for lr, one, sub in arms if one],
     )
 
 
 def _conclusions(summary: LotterySummary) -> list[str]:
-    verdicts = [v for _, sub in summary.per_lr for v in sub.verdicts]
+    arms = [("", summary.per_lr), (" one-shot", summary.one_shot)]
+    verdicts = [v for _, group in arms for _, sub in group for v in sub.verdicts]
     lines = [
-        f"  lr {lr:g}: {v.method} + {v.check}: {verdict_line(v)}"
-        for lr, sub in summary.per_lr
+        f"  lr {lr:g}{label}: {v.method} + {v.check}: {verdict_line(v)}"
+        for label, group in arms
+        for lr, sub in group
         for v in sub.verdicts
     ]
     if verdicts:
@@ -86,6 +90,7 @@ LOTTERY = register_study(
         report=write_lottery_report,
         description="Liu et al. 2019: winning-ticket init vs random re-init over IMP levels, at two lrs",
         preset=lottery_preset,
+        presets=("default", "paper"),
         flags=(
             Flag("dataset", "Dataset name (default mnist1d)."),
             Flag("model", "Model name (default: the dataset's preset)."),

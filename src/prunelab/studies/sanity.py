@@ -54,7 +54,9 @@ def study_runs(study: SanityStudy) -> list[StudyRun]:
             add(Variant("dense", "dense", "none", "none"), 1.0, seed, None)
         for density in study.densities:
             for allocation in study.random_tickets:
-                pruning = PruningSpec(method="random", density=density, allocation=allocation)
+                pruning = PruningSpec(
+                    method="random", density=density, allocation=allocation, prunable=study.prunable
+                )
                 add(
                     Variant("random_ticket", "random", "none", pruning.allocation or allocation),
                     density,

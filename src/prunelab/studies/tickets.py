@@ -23,6 +23,7 @@ TICKETS = register_study(
         report=SANITY.report,
         description="Su et al. 2020: initial, partially-trained, hybrid and random tickets under the checks",
         preset=tickets_preset,
+        presets=("default", "paper"),
         flags=(
             *[f for f in SANITY_FLAGS if f.name != "random_tickets"],
             Flag(

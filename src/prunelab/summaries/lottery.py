@@ -19,3 +19,5 @@ class LotterySummary:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: warnings for the report and the CLI, e.g. too few seeds for the verdicts' test
     notes: list[str] = field(default_factory=list)
+    #: the one-shot arm (``study.one_shot``): per lr, the tickets pruned at once from the trained trunk
+    one_shot: list[tuple[float, SanitySummary]] = field(default_factory=list)
