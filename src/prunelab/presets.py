@@ -157,7 +157,10 @@ _RETHINKING_MODELS: dict[str, tuple[str, dict[str, OptionValue]]] = {
 #: x0.1 at 50% and 75%) over 30 epochs, batch 128 so that the whole study fits in minutes on 2 CPU cores.
 RETHINKING_SMALL_TRAIN = TrainConfig(epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, augment=False)
 
-#: The small preset's method options: moderate pruning, so Scratch-B stays within a few times E.
+#: Method options of both Rethinking presets: SFP as He et al. and the Rethinking code run it
+#: (every conv soft-pruned, the scratch runs train the masked full-size network).
+_RETHINKING_OPTIONS: dict[str, dict[str, OptionValue]] = {"sfp": {"variant": "all_convs_masked"}}
+#: The small preset's extra method options: moderate pruning, so Scratch-B stays within a few times E.
 _RETHINKING_SMALL_OPTIONS: dict[str, dict[str, OptionValue]] = {"slimming": {"percent": 0.5}}
 
 
@@ -199,9 +202,9 @@ def _rethinking_methods(preset: str, model: str, values: Mapping[str, Any]) -> l
     chosen = []
     for method in names:
         canonical = STRUCTURED_METHODS.get(method).name
-        options: dict[str, Any] = (
-            dict(_RETHINKING_SMALL_OPTIONS.get(canonical, {})) if preset == "small" else {}
-        )
+        options: dict[str, Any] = dict(_RETHINKING_OPTIONS.get(canonical, {}))
+        if preset == "small":
+            options.update(_RETHINKING_SMALL_OPTIONS.get(canonical, {}))
         if preset == "paper" and canonical == "l1norm":
             config = _predefined_for(model)
             if config is not None:
@@ -213,9 +216,11 @@ def _rethinking_methods(preset: str, model: str, values: Mapping[str, Any]) -> l
 
 def rethinking_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """``small``: embedded data (MNIST-1D cnn1d with BN), 30 epochs, 3 seeds, minutes on a CPU;
-    ``paper``: CIFAR-10 VGG-16 (the paper's Linear-BN-ReLU-Linear head, BN scales at 0.5) with the
-    paper's 160-epoch recipe and 5 seeds, the L1-norm method at its predefined ``-A`` config. The
-    methods default to every registered one that fits the model (block methods only for ResNets)."""
+    ``paper``: CIFAR-10 VGG-16 (the paper's Linear-BN-ReLU-Linear head, BN scales at 0.5; ResNets
+    with the Rethinking code's init) with the paper's 160-epoch recipe and 5 seeds, the L1-norm method
+    at its predefined ``-A`` config. Both run SFP as its authors do (every conv soft-pruned, masked
+    scratch runs). The methods default to every registered one that fits the model (block methods
+    only for ResNets)."""
     from prunelab.data import DATASETS
     from prunelab.models import MODELS
 
@@ -228,6 +233,8 @@ def rethinking_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = dict(default_options) if model == default_model else {}
     if preset == "paper" and model.startswith("vgg"):
         options.update({"classifier": "rethinking", "bn_gamma": 0.5})
+    if preset == "paper" and model.startswith("resnet"):
+        options.update({"init": "conv_fan_out_linear_default"})  # the Rethinking code's CIFAR ResNet
     train = (RETHINKING_SMALL_TRAIN if DATASETS.get(data).embedded else TrainConfig()).model_dump()
     if values.get("epochs") is not None:
         train["epochs"] = values["epochs"]

@@ -13,6 +13,7 @@ import torch
 
 from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError
+from prunelab.options import as_int
 from prunelab.registry import Registry
 
 #: A loader is ``loader(data_dir, *, download, **options) -> DataBundle`` (tensors on CPU); its options
@@ -84,13 +85,17 @@ def load_dataset(
         data_dir: where downloads and caches live; default :func:`default_data_dir`.
         device: device for the returned tensors.
         download: allow network downloads of missing archives.
-        **options: dataset-specific options (see ``DATASETS.get(name).options()``).
+        **options: dataset-specific options (see ``DATASETS.get(name).options()``), and, for every
+            dataset, ``validation``: hold out the last N training examples as the evaluation split
+            (train on the rest, evaluate on those N; the test split is then never touched), so
+            settings can be chosen without looking at test accuracy.
 
     Raises:
         PrunelabError: unknown dataset or option; :class:`~prunelab.errors.DataError` when the data is
             missing, corrupt or fails its checksum.
     """
     entry = DATASETS.get(name)
+    holdout = options.pop("validation", None)
     valid = entry.options()
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -98,4 +103,25 @@ def load_dataset(
         raise PrunelabError(f"unknown option {unknown[0]!r} for dataset {name!r}; valid options: {choices}")
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     bundle = entry.loader(root, download=download, **options)
+    if holdout is not None:
+        bundle = validation_split(bundle, holdout)
     return bundle.to(device)
+
+
+def validation_split(bundle: DataBundle, size: Any) -> DataBundle:
+    """``bundle`` with its last ``size`` training examples as the evaluation split (``test_*``) and
+    the rest as the training split; ``info["split"]`` records it."""
+    import dataclasses
+
+    n = as_int(size, "validation", minimum=1)
+    total = int(bundle.train_x.shape[0])
+    if n >= total:
+        raise PrunelabError(f"validation={n} leaves no training examples (the training split has {total})")
+    return dataclasses.replace(
+        bundle,
+        train_x=bundle.train_x[: total - n],
+        train_y=bundle.train_y[: total - n],
+        test_x=bundle.train_x[total - n :],
+        test_y=bundle.train_y[total - n :],
+        info={**bundle.info, "split": f"validation: the last {n} of {total} training examples"},
+    )
