@@ -40,6 +40,7 @@ from prunelab.report.sanity import (  # noqa: E402
     _warnings_md,
 )
 from prunelab.report.sanity import _pct as _accuracy  # noqa: E402
+from prunelab.report.search import SEARCH_NOTE, parameter_efficiency, search_table  # noqa: E402
 from prunelab.summaries.rethinking import (  # noqa: E402
     ROW_LABELS,
     ROWS,
@@ -359,6 +360,18 @@ def speedup_vs_flops(summary: RethinkingSummary, path: Path, colours: dict[str, 
     return path
 
 
+def _search_html(
+    summary: RethinkingSummary, header: list[str], rows: list[list[str]], images: dict[str, str]
+) -> str:
+    if not summary.search:
+        return ""
+    return (
+        f"<h2>Pruning as architecture search</h2><p>{_inline_markdown(SEARCH_NOTE)}</p>"
+        f"{_html_table(header, rows)}"
+        f'<img src="data:image/png;base64,{images["parameter_efficiency.png"]}">'
+    )
+
+
 def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> Path:
     """Write the report files into ``out_dir``; return the path of ``report.html``."""
     out = Path(out_dir)
@@ -368,6 +381,11 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
         "accuracy_by_protocol.png": accuracy_by_protocol(summary, out / "accuracy_by_protocol.png", colours),
         "speedup_vs_flops.png": speedup_vs_flops(summary, out / "speedup_vs_flops.png", colours),
     }
+    if summary.search:
+        figures["parameter_efficiency.png"] = parameter_efficiency(
+            summary, out / "parameter_efficiency.png", colours
+        )
+    search_header, search_rows = search_table(summary)
     title = f"Rethinking the value of pruning: {summary.study.name}"
     setup = _setup_lines(summary)
     headline = _headline(summary)
@@ -398,6 +416,16 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
         md += [_md_table(header, rows), ""]
     md += ["## Plots", "", "![accuracy per protocol](accuracy_by_protocol.png)", ""]
     md += ["![speedup against FLOPs reduction](speedup_vs_flops.png)", ""]
+    if summary.search:
+        md += [
+            "## Pruning as architecture search",
+            "",
+            SEARCH_NOTE,
+            "",
+            _md_table(search_header, search_rows),
+            "",
+        ]
+        md += ["![parameter efficiency](parameter_efficiency.png)", ""]
     md += ["", provenance_markdown(summary.provenance)]
     write_text_atomic(out / "report.md", "\n".join(md))
 
@@ -428,6 +456,7 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
 <img src="data:image/png;base64,{images["accuracy_by_protocol.png"]}">
 {"".join(sections)}
 <h2>Fewer FLOPs, faster?</h2><img src="data:image/png;base64,{images["speedup_vs_flops.png"]}">
+{_search_html(summary, search_header, search_rows, images)}
 {provenance_html(summary.provenance)}</body></html>"""
     write_text_atomic(out / "report.html", page)
 

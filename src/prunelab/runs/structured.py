@@ -27,7 +27,7 @@ from prunelab.pruning.mask import Mask
 from prunelab.runs.executors import Executor, RunContext, register_executor
 from prunelab.runs.training import check_model_fits, dataset_for, resolve_device, train_through_store
 from prunelab.seeding import derive_seed, generator
-from prunelab.spec.structured import StructuredRunSpec, trains_large_model
+from prunelab.spec.structured import SEARCH_STAGES, StructuredRunSpec, trains_large_model
 from prunelab.store import RunStore
 from prunelab.training.config import TrainConfig
 from prunelab.training.protocols import protocol_config
@@ -189,6 +189,8 @@ class _Setup:
     after_backward: list[Callable[[], None]] = field(default_factory=list)
     after_step: list[Callable[[float], None]] = field(default_factory=list)
     epoch_end: list[Callable[[Any, Any], None]] = field(default_factory=list)
+    #: what else the result records (a searched architecture and how it was found)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _large_setup(spec: StructuredRunSpec, data: DataBundle, dev: torch.device) -> _Setup:
@@ -233,11 +235,51 @@ def _protocol_setup(spec: StructuredRunSpec, store: RunStore, dev: torch.device)
     return _Setup(model, config, mask)
 
 
+def _search_setup(spec: StructuredRunSpec, store: RunStore, data: DataBundle, dev: torch.device) -> _Setup:
+    """The uniform or guided architecture (:mod:`prunelab.runs.search`), freshly initialised, with
+    the large recipe (Scratch-E); ``extra`` records how it was chosen."""
+    from prunelab.pruning.structured import build_architecture
+    from prunelab.runs import search
+
+    fresh = _fresh_large(spec, data, torch.device("cpu"))
+    found = [store.result(p) or {} for p in spec.parents()]
+    if spec.stage == "uniform":
+        target = float(found[0]["params"]["pruned"])
+        pruned, ratio = search.uniform_matching(fresh, target)
+        extra: dict[str, Any] = {"target_params": target, "uniform_ratio": ratio}
+    else:
+        pruned = search.guided(fresh, data.input_shape, [f.get("kept", {}) for f in found])
+        extra = {
+            "guide_seeds": list(spec.guide_seeds),
+            "kept_per_conv": {k: len(v) for k, v in pruned.kept.items()},
+        }
+    model = build_architecture(pruned.architecture, derive_seed(spec.seed, "reinit")).to(dev)
+    setup = _Setup(model, spec.train)
+    setup.extra = {**extra, "architecture": pruned.architecture}
+    return setup
+
+
+def _cost(setup: _Setup, data: DataBundle) -> dict[str, Any]:
+    """Parameters and FLOPs of what a stage trained (nonzero-aware for masked models)."""
+    from prunelab.evaluation.flops import count_flops
+
+    masked = setup.mask is not None
+    return {
+        "params": _count_params(setup.model, setup.mask),
+        "flops": int(count_flops(setup.model, data.input_shape, nonzero_only=masked)),
+    }
+
+
 def _run_training_stage(spec: StructuredRunSpec, store: RunStore, context: RunContext) -> dict[str, Any]:
     began, dev = time.perf_counter(), resolve_device(context.device)
     data = dataset_for(spec, context.data_dir, dev)
     store.begin(spec)
-    setup = _large_setup(spec, data, dev) if spec.stage == "large" else _protocol_setup(spec, store, dev)
+    if spec.stage == "large":
+        setup = _large_setup(spec, data, dev)
+    elif spec.stage in SEARCH_STAGES:
+        setup = _search_setup(spec, store, data, dev)
+    else:
+        setup = _protocol_setup(spec, store, dev)
     accuracy = train_through_store(
         spec,
         store,
@@ -261,6 +303,8 @@ def _run_training_stage(spec: StructuredRunSpec, store: RunStore, context: RunCo
         **accuracy,
         "train": setup.config.model_dump(mode="json"),
         "density": setup.mask.density() if setup.mask is not None else 1.0,
+        **_cost(setup, data),
+        **setup.extra,
         "seconds": time.perf_counter() - began,
         "device": str(dev),
     }
@@ -314,6 +358,8 @@ _PRUNABLE: dict[str, None] = {}
 
 
 def _parents(spec: StructuredRunSpec) -> list[tuple[Any, str]]:
+    if spec.stage in SEARCH_STAGES:
+        return [(parent, "found architecture") for parent in spec.parents()]
     parent = spec.parent()
     if parent is None:
         return []

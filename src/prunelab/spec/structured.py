@@ -27,8 +27,13 @@ from prunelab.training.protocols import FINETUNE_LR
 #: Kept as it was when this spec lived in the Rethinking study, so run hashes stay the same.
 STRUCTURED_SPEC_VERSION = "prunelab-rethinking-v1"
 
-Stage = Literal["large", "prune", "finetune", "scratch_e", "scratch_b"]
-STAGES: tuple[Stage, ...] = ("large", "prune", "finetune", "scratch_e", "scratch_b")
+Stage = Literal["large", "prune", "finetune", "scratch_e", "scratch_b", "uniform", "guided"]
+STAGES: tuple[Stage, ...] = ("large", "prune", "finetune", "scratch_e", "scratch_b", "uniform", "guided")
+#: Pruning as architecture search (Liu et al. 2019, section 5), each trained from scratch with the
+#: large recipe: ``uniform``, the same model pruned by one ratio in every prunable conv, matched to the
+#: parameter count of the architecture the method found; ``guided``, each stage (convs of one output
+#: size) kept at the average fraction the method kept there over the ``guide_seeds`` runs.
+SEARCH_STAGES: tuple[Stage, ...] = ("uniform", "guided")
 
 
 def trains_large_model(method: str | None) -> bool:
@@ -68,6 +73,8 @@ class StructuredRunSpec(BaseModel):
     finetune_epochs: int | None = None
     finetune_lr: float = FINETUNE_LR
     max_ratio: float | None = None
+    #: ``guided`` runs only: the seeds whose found architectures are averaged.
+    guide_seeds: tuple[int, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> StructuredRunSpec:
@@ -77,6 +84,8 @@ class StructuredRunSpec(BaseModel):
             raise ValueError("finetune_epochs / finetune_lr belong to finetune runs only")
         if self.stage != "scratch_b" and self.max_ratio is not None:
             raise ValueError("max_ratio belongs to scratch_b runs only")
+        if (self.stage == "guided") != bool(self.guide_seeds):
+            raise ValueError("guide_seeds belong to guided runs, and a guided run needs them")
         return self
 
     # -- the StoredSpec protocol ----------------------------------------------------------------
@@ -105,8 +114,28 @@ class StructuredRunSpec(BaseModel):
         )
 
     # -- the graph ------------------------------------------------------------------------------
+    def parents(self) -> list[StructuredRunSpec]:
+        """Every run this one builds on: one, except a guided run (the prune run of each guide seed)."""
+        if self.stage == "guided":
+            return [self.prune_run(seed) for seed in self.guide_seeds]
+        parent = self.parent()
+        return [] if parent is None else [parent]
+
+    def prune_run(self, seed: int | None = None) -> StructuredRunSpec:
+        """The prune run of this run's method and options at ``seed`` (default: its own seed)."""
+        return StructuredRunSpec(
+            stage="prune",
+            data=self.data,
+            model=self.model,
+            train=self.train,
+            seed=self.seed if seed is None else seed,
+            method=self.method,
+            options=self.options,
+        )
+
     def parent(self) -> StructuredRunSpec | None:
-        """The run this one builds on: prune -> its large model; a protocol -> its prune run."""
+        """The run this one builds on: prune -> its large model; a protocol or a uniform arm -> its
+        prune run; a guided run -> the prune run of its first guide seed (see :meth:`parents`)."""
         if self.stage == "large":
             return None
         if self.stage == "prune":
@@ -120,12 +149,4 @@ class StructuredRunSpec(BaseModel):
                 method=self.method if regime else None,
                 options=self.options if regime else {},
             )
-        return StructuredRunSpec(
-            stage="prune",
-            data=self.data,
-            model=self.model,
-            train=self.train,
-            seed=self.seed,
-            method=self.method,
-            options=self.options,
-        )
+        return self.prune_run(self.guide_seeds[0] if self.stage == "guided" else None)

@@ -269,6 +269,11 @@ class RethinkingStudy(BaseModel):
     max_ratio: float | None = Field(None, gt=0)
     correction: Correction = "holm"
     alpha: float = Field(0.05, gt=0, lt=1)
+    #: Pruning as architecture search (Liu et al. 2019, section 5) for these methods (names; every
+    #: configured variant of each): per seed, the found architecture (Scratch-E) against a uniformly
+    #: pruned one of the same parameter count and a guided one (per-stage average widths), each
+    #: trained from scratch. Empty: off.
+    architecture_search: tuple[str, ...] = ()
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -287,4 +292,14 @@ class RethinkingStudy(BaseModel):
         labels = [m.label for m in self.methods]
         if len(set(labels)) != len(labels):
             raise ValueError(f"methods are listed twice: {labels}")
+        names = {m.name for m in self.methods}
+        for name in self.architecture_search:
+            if name not in names:
+                raise ValueError(
+                    f"architecture_search names {name!r}, which is not among the methods {sorted(names)}"
+                )
+            if _structured_methods().get(name).kind != "channel":
+                raise ValueError(
+                    f"architecture_search needs a channel method (it compares widths), got {name!r}"
+                )
         return self

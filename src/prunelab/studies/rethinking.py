@@ -32,14 +32,17 @@ from prunelab.studies.registry import Flag, StudyKind, register_study
 from prunelab.summaries.provenance import provenance_summary
 from prunelab.summaries.rethinking import (
     ROWS,
+    SEARCH_ARMS,
     Comparison,
     MethodSummary,
     RethinkingSummary,
+    SearchSummary,
     latency_measurements,
 )
 from prunelab.summaries.stats import (
     MIN_PAIRS,
     AdjustedP,
+    PairedTest,
     adjust,
     describe_correction,
     mean_ci,
@@ -61,7 +64,8 @@ class StudyRun:
 
 def method_specs(study: RethinkingStudy, method: MethodSpec, seed: int) -> dict[str, StructuredRunSpec]:
     """The runs behind one method and seed, keyed by table row: ``large`` (the plain shared model, or
-    the method's own sparsity-trained / soft-pruned one), ``pruned`` (the prune run) and each protocol."""
+    the method's own sparsity-trained / soft-pruned one), ``pruned`` (the prune run), each protocol,
+    and, when the study searches architectures with this method, ``uniform`` and ``guided``."""
     common: dict[str, Any] = {
         "data": study.data,
         "model": study.model,
@@ -81,6 +85,9 @@ def method_specs(study: RethinkingStudy, method: MethodSpec, seed: int) -> dict[
         elif protocol == "scratch_b":
             extra = {"max_ratio": study.max_ratio}
         specs[protocol] = StructuredRunSpec(stage=protocol, **common, **extra)
+    if method.name in study.architecture_search:
+        specs["uniform"] = StructuredRunSpec(stage="uniform", **common)
+        specs["guided"] = StructuredRunSpec(stage="guided", guide_seeds=study.seeds, **common)
     return specs
 
 
@@ -127,7 +134,9 @@ def _method_results(
     for seed in study.seeds:
         for row, spec in method_specs(study, method, seed).items():
             result = results.get(spec.run_hash())
-            if not result or result.get("status") != "done" or result.get("final_test_acc") is None:
+            if row not in out.values or not result or result.get("status") != "done":
+                continue
+            if result.get("final_test_acc") is None:
                 continue
             out.values[row][seed] = float(result["final_test_acc"])
             out.epochs[row].append(int(result.get("epochs", 0)))
@@ -203,6 +212,33 @@ def _notes(methods: list[MethodSummary]) -> list[str]:
     return notes
 
 
+def _search(
+    study: RethinkingStudy, method: MethodSpec, results: Mapping[str, dict[str, Any] | None]
+) -> SearchSummary:
+    """Found (Scratch-E) vs uniform vs guided, over seeds; paired tests against uniform."""
+    values: dict[str, dict[int, float]] = {arm: {} for arm in SEARCH_ARMS}
+    params: dict[str, list[float]] = {arm: [] for arm in SEARCH_ARMS}
+    for seed in study.seeds:
+        specs = method_specs(study, method, seed)
+        for arm, row in (("found", "scratch_e"), ("uniform", "uniform"), ("guided", "guided")):
+            result = results.get(specs[row].run_hash()) or {}
+            if result.get("status") == "done" and result.get("final_test_acc") is not None:
+                values[arm][seed] = float(result["final_test_acc"])
+                if isinstance(result.get("params"), int | float):
+                    params[arm].append(float(result["params"]))
+    versus: dict[str, PairedTest] = {}
+    for arm in ("found", "guided"):
+        seeds = sorted(set(values[arm]) & set(values["uniform"]))
+        if seeds:
+            versus[arm] = paired_test([values[arm][s] for s in seeds], [values["uniform"][s] for s in seeds])
+    return SearchSummary(
+        method=method.label,
+        accuracy={arm: mean_ci([values[arm][s] for s in sorted(values[arm])]) for arm in SEARCH_ARMS},
+        params={arm: sum(v) / len(v) for arm, v in params.items() if v},
+        versus_uniform=versus,
+    )
+
+
 def summarize(study: RethinkingStudy, results: Mapping[str, dict[str, Any] | None]) -> RethinkingSummary:
     """Aggregate the study's finished runs (``results`` by run hash; missing or None = not finished)."""
     runs = study_runs(study)
@@ -235,6 +271,7 @@ def summarize(study: RethinkingStudy, results: Mapping[str, dict[str, Any] | Non
         missing=missing,
         notes=_notes(summaries),
         provenance=provenance_summary(results.get(run.spec.run_hash()) for run in runs),
+        search=[_search(study, m, results) for m in study.methods if m.name in study.architecture_search],
     )
 
 
@@ -253,6 +290,11 @@ def _conclusions(summary: RethinkingSummary) -> list[str]:
         lines.append(
             f"  verdicts: {describe_correction(summary.study.correction, family, summary.study.alpha)}"
         )
+    for search in summary.search:
+        for arm, test in search.versus_uniform.items():
+            lines.append(
+                f"  {search.method:<28} {arm} vs uniform (same params): {100 * test.diff.mean:+.2f} pp, p = {test.p_value:.3g}"
+            )
     return lines + [f"  warning: {note}" for note in summary.notes]
 
 

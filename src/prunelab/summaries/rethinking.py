@@ -108,6 +108,33 @@ class MethodSummary:
         return self.params["pruned"] / self.params["full"] if self.params.get("full") else math.nan
 
 
+#: The arms of pruning as architecture search: the method's found architecture trained from scratch
+#: (Scratch-E), a uniformly pruned one of the same parameter count, a guided one.
+SEARCH_ARMS = ("found", "uniform", "guided")
+SEARCH_LABELS = {
+    "found": "found (Scratch-E)",
+    "uniform": "uniform, same params",
+    "guided": "guided (stage widths)",
+}
+
+
+@dataclass
+class SearchSummary:
+    """One method's pruning-as-architecture-search result (Liu et al. 2019, section 5).
+
+    Attributes:
+        method: the method label.
+        accuracy: per arm, final test accuracy (fraction) over seeds.
+        params: per arm, mean parameter count of the trained architecture.
+        versus_uniform: per other arm, the paired t-test (over seeds) of that arm minus uniform.
+    """
+
+    method: str
+    accuracy: dict[str, Estimate]
+    params: dict[str, float]
+    versus_uniform: dict[str, PairedTest]
+
+
 @dataclass
 class RethinkingSummary:
     """Everything the report shows."""
@@ -119,6 +146,8 @@ class RethinkingSummary:
     notes: list[str] = field(default_factory=list)
     #: :func:`~prunelab.summaries.provenance.provenance_summary` of the study's finished runs
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: pruning as architecture search, per searched method (``study.architecture_search``)
+    search: list[SearchSummary] = field(default_factory=list)
 
 
 def latency_ms(record: dict[str, Any]) -> float:
