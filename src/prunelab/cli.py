@@ -7,10 +7,8 @@ Bad input exits with code 2 and a one-line ``error: ...`` on stderr, never a tra
 
 from __future__ import annotations
 
-import inspect
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -25,28 +23,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_HELP = {
-    "runs_dir": "Directory of run directories and their SQLite index.",
-    "data_dir": "Dataset cache (default: $PRUNELAB_DATA_DIR or ~/.cache/prunelab/data).",
-    "device": "cpu, cuda, cuda:N or auto.",
-    "workers": "Parallel worker processes (1 = inline; CUDA runs stay inline).",
-    "out": "Report folder (default: RUNS_DIR/reports/<study name>).",
-    "plugin": "Module or .py file to import first (repeatable); it registers models, datasets, methods, "
-    "checks or studies. This EXECUTES the file's code: use only files you trust.",
-    "set": "Set any spec field: path=value (repeatable; YAML value), e.g. train.momentum=0.95.",
-    "force": "Recompute finished runs.",
-    "threads": "Torch threads per run (results depend on it, never on --workers; recorded in each result).",
-}
-RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help=_HELP["runs_dir"])
-DATA_DIR = typer.Option(None, "--data-dir", help=_HELP["data_dir"])
-DEVICE = typer.Option("cpu", "--device", help=_HELP["device"])
-WORKERS = typer.Option(2, "--workers", help=_HELP["workers"])
-REPORT_OUT = typer.Option(None, "--out", help=_HELP["out"])
-PLUGIN = typer.Option(None, "--plugin", help=_HELP["plugin"])
-SET = typer.Option(None, "--set", help=_HELP["set"])
-FORCE = typer.Option(False, "--force", help=_HELP["force"])
-THREADS = typer.Option(1, "--threads", help=_HELP["threads"])
-MODEL_OPTION = typer.Option(None, "--model-option", help="Model option key=value (repeatable).")
+from prunelab.cli_options import (  # noqa: E402
+    DATA_DIR,
+    DEVICE,
+    FORCE,
+    HELP,
+    MODEL_OPTION,
+    PLUGIN,
+    REPORT_OUT,
+    RUNS_DIR,
+    SET,
+    THREADS,
+    WORKERS,
+    add_study_commands,
+)
 
 
 @app.command()
@@ -221,7 +211,7 @@ def runs(
 
 @app.command()
 def demo(
-    runs_dir: Path = typer.Option(Path("demo-out/runs"), "--runs-dir", help=_HELP["runs_dir"]),
+    runs_dir: Path = typer.Option(Path("demo-out/runs"), "--runs-dir", help=HELP["runs_dir"]),
     out: Path = typer.Option(Path("demo-out/report"), "--out", help="Report folder."),
     workers: int = WORKERS,
     data_dir: Path = DATA_DIR,
@@ -231,79 +221,6 @@ def demo(
     commands.run_study_command("sanity", "demo", {}, [], where, typer.echo)
 
 
-_FLAG_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "names": str, "floats": str}
-
-
-def _study_params(kind: Any) -> list[inspect.Parameter]:
-    """The command's parameters: preset, the kind's shortcut flags, then the common flags."""
-
-    def option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-    params = [
-        option(
-            "preset",
-            str,
-            typer.Option(kind.presets[0], "--preset", help=f"Preset grid: {', '.join(kind.presets)}."),
-        )
-    ]
-    for flag in kind.flags:
-        dashed = f"--{flag.name.replace('_', '-')}"
-        if flag.type == "pairs":
-            params.append(option(flag.name, list[str], typer.Option(None, dashed, help=flag.help)))
-        else:
-            params.append(
-                option(flag.name, _FLAG_TYPES[flag.type] | None, typer.Option(None, dashed, help=flag.help))
-            )
-    common: list[tuple[str, Any, Any]] = [
-        ("set_", list[str], SET),
-        ("runs_dir", Path, RUNS_DIR),
-        ("out", Path | None, REPORT_OUT),
-        ("workers", int, WORKERS),
-        ("data_dir", Path | None, DATA_DIR),
-        ("device", str, DEVICE),
-        ("force", bool, FORCE),
-        ("threads", int, THREADS),
-        ("plugin", list[str], PLUGIN),
-    ]
-    return params + [option(name, annotation, default) for name, annotation, default in common]
-
-
-def add_study_command(kind: Any) -> None:
-    """Add the command of a registered study kind (its presets and shortcut flags, the common flags)."""
-
-    def command(**kwargs: Any) -> None:
-        given = {flag.name: kwargs.pop(flag.name) for flag in kind.flags}
-        where = commands.Execution(
-            kwargs["runs_dir"],
-            kwargs["out"],
-            kwargs["workers"],
-            kwargs["data_dir"],
-            kwargs["device"],
-            kwargs["force"],
-            tuple(kwargs["plugin"] or []),
-            kwargs["threads"],
-        )
-        commands.run_study_command(
-            kind.name, kwargs["preset"], given, kwargs["set_"] or [], where, typer.echo
-        )
-
-    params = _study_params(kind)
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = kind.description + "."
-    app.command(kind.name)(command)
-
-
-def _add_study_commands() -> None:
-    from prunelab.studies import STUDIES
-
-    taken = {c.name for c in app.registered_commands}
-    for _, kind in STUDIES.items():
-        if kind.preset is not None and kind.name not in taken:
-            add_study_command(kind)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; user errors become one line on stderr and exit code 2.
 
@@ -311,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     line and code 2.
     """
     try:
-        _add_study_commands()
+        add_study_commands(app)
         result = app(args=argv, prog_name="prunelab", standalone_mode=False)
     except PrunelabError as exc:
         typer.echo(f"error: {exc}", err=True)
