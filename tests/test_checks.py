@@ -94,17 +94,58 @@ def test_unknown_check_lists_choices() -> None:
         prunelab.prune(fresh(), "random", 0.2, check="shuffle")
 
 
-def test_effective_fan_reinit_scales_by_kept_inputs_per_unit() -> None:
+def test_effective_fan_reinit_is_he_with_nnz_over_c_in_on_convs_only() -> None:
+    # Liu et al.'s scratch re-init: each conv ~ N(0, sqrt(2/n)), n = nnz(mask) / C_in, then * mask;
+    # linear layers are not touched (the reference code loops over nn.Conv2d only).
     from prunelab.pruning.checks import effective_fan_reinit
     from prunelab.pruning.mask import Mask
 
-    layer = torch.nn.Linear(400, 50, bias=False)
-    model = torch.nn.Sequential(layer)
-    keep = torch.zeros(50, 400, dtype=torch.bool)
-    keep[:, :100] = True  # 100 kept inputs per unit: n_eff = 100, std = sqrt(2/100)
-    mask = Mask({"0.weight": keep})
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 32, 3, bias=False),  # C_in 8 != C_out 32
+        torch.nn.Conv2d(32, 8, 3, bias=False),  # C_in 32 != C_out 8
+        torch.nn.Conv2d(4, 4, 1, bias=False),  # keeps nothing
+        torch.nn.Flatten(),
+        torch.nn.Linear(40, 10),
+    )
+    keep0 = torch.zeros(32, 8, 3, 3, dtype=torch.bool)
+    keep0[:, :4] = True  # nnz 1152: n = 1152/8 = 144, std 0.11785 (old nnz/C_out = 36: 0.2357)
+    keep1 = torch.zeros(2304, dtype=torch.bool)
+    keep1[torch.randperm(2304, generator=torch.Generator().manual_seed(1))[:576]] = True
+    keep1 = keep1.view(8, 32, 3, 3)  # nnz 576: n = 576/32 = 18, std 0.33333 (old 576/8 = 72: 0.1667)
+    keep_linear = torch.zeros(10, 40, dtype=torch.bool)
+    keep_linear[:, :5] = True
+    mask = Mask(
+        {
+            "0.weight": keep0,
+            "1.weight": keep1,
+            "2.weight": torch.zeros(4, 4, 1, 1, dtype=torch.bool),
+            "4.weight": keep_linear,
+        }
+    )
+    linear_before = model[4].weight.detach().clone()
     effective_fan_reinit(model, mask, torch.Generator().manual_seed(0))
-    w = layer.weight.detach()
-    assert bool((w[:, 100:] == 0).all())
-    std = float(w[:, :100].std())
-    assert abs(std - (2 / 100) ** 0.5) < 0.01  # 5000 draws: sampling error of the std ~ 0.0014
+    w0, w1 = model[0].weight.detach(), model[1].weight.detach()
+    assert bool((w0[~keep0] == 0).all()) and bool((w1[~keep1] == 0).all())
+    # sampling error of the std: 0.11785/sqrt(2*1152) = 0.0025 and 0.3333/sqrt(2*576) = 0.0098
+    assert abs(float(w0[keep0].std()) - (2 / 144) ** 0.5) < 0.01
+    assert abs(float(w1[keep1].std()) - (2 / 18) ** 0.5) < 0.04
+    assert bool((model[2].weight == 0).all())
+    assert torch.equal(model[4].weight.detach(), linear_before)  # untouched, pruned entries included
+
+
+def test_reinit_fan_check_is_a_fresh_model_with_effective_fan_convs() -> None:
+    original = prunelab.build_model("cnn2d", (1, 8, 8), 4, seed=0)
+    model = prunelab.build_model("cnn2d", (1, 8, 8), 4, seed=0)
+    mask = prunelab.prune(model, "random", 0.5, check="reinit_fan")
+    assert mask == prunelab.prune(prunelab.build_model("cnn2d", (1, 8, 8), 4, seed=0), "random", 0.5)
+    params, before = dict(model.named_parameters()), dict(original.named_parameters())
+    for name in mask:
+        kept = mask[name]
+        assert (params[name][~kept] == 0).all()
+        assert not torch.allclose(params[name][kept], before[name][kept])  # linear included: fresh
+    again = prunelab.build_model("cnn2d", (1, 8, 8), 4, seed=0)
+    prunelab.prune(again, "random", 0.5, check="reinit_fan")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )

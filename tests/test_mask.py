@@ -48,3 +48,11 @@ def test_apply_zeroes_and_shape_mismatch_is_clear() -> None:
     with pytest.raises(prunelab.PrunelabError, match="has shape"):
         mask.apply_(other)
     assert Mask({"w": torch.ones(2, dtype=torch.bool)}).density() == 1.0
+
+
+def test_info_is_saved_kept_by_to_and_ignored_by_equality(tmp_path: Path) -> None:
+    mask = Mask({"w": torch.tensor([True, False])}, {"method": "random", "smart_ratio_variant": "resnet"})
+    assert Mask.load(mask.save(tmp_path / "m.safetensors")).info == mask.info
+    assert mask.to("cpu").info == mask.info
+    assert mask == Mask({"w": torch.tensor([True, False])})  # info is not part of equality
+    assert Mask.load(Mask({"w": torch.tensor([True])}).save(tmp_path / "bare.safetensors")).info == {}

@@ -11,7 +11,7 @@ import hashlib
 
 import torch
 
-STREAMS = ("init", "data_order", "scoring_data", "mask", "check", "reinit")
+STREAMS = ("init", "data_order", "scoring_data", "mask", "check", "reinit", "reinit_fan")
 
 
 def derive_seed(seed: int, stream: str) -> int:

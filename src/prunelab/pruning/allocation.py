@@ -7,20 +7,28 @@ rule ranks all scores together. Selection inside a layer is a separate step (:fu
 Rounding: unless a paper's code floors explicitly (smart ratios), fractional keep counts are
 rounded by largest remainder so that the total is exactly ``round(density * N)``; ties in scores
 are broken towards the earlier layer and the lower flat index.
+
+Options: a rule may declare options with defaults (``register_allocation(options=...)``); they
+reach it as ``ctx.options``. Through ``prune(options=...)`` they share one dict with the method's
+options, each name going to whichever of the two declares it. A rule may note what it decided
+in ``ctx.record`` (e.g. the smart-ratio variant); ``prune()`` copies that into ``Mask.info``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from prunelab.errors import PrunelabError, check_density
-from prunelab.pruning.mask import Mask
-from prunelab.pruning.prunable import Layer
+from prunelab.errors import PrunelabError, check_density, invalid_choice
+from prunelab.options import as_number, merge_options
+from prunelab.pruning.mask import Mask, PruningWarning
+from prunelab.pruning.prunable import Layer, find_residual_addition
 from prunelab.registry import Registry
 
 Counts = dict[str, int]
@@ -35,12 +43,19 @@ class AllocationContext:
         density: target kept fraction over ``layers``.
         scores: keep-scores per layer (only the global rule needs them).
         family: model family (``"resnet"``, ``"vgg"``, ...), used by smart ratios.
+        options: the rule's options, defaults filled in.
+        model: the network being pruned, where known (smart ratios inspect an unknown family's
+            structure); never modified.
+        record: what the rule decided, for ``Mask.info`` (the rule writes into it).
     """
 
     layers: list[Layer]
     density: float
     scores: Mapping[str, Tensor] | None = None
     family: str = "unknown"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 AllocationFn = Callable[[AllocationContext], Counts]
@@ -55,21 +70,35 @@ class Allocation:
     needs_scores: bool
     description: str
     paper: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 ALLOCATIONS: Registry[Allocation] = Registry("allocation")
 
 
 def register_allocation(
-    name: str, *, needs_scores: bool = False, description: str = "", paper: str = ""
+    name: str,
+    *,
+    needs_scores: bool = False,
+    description: str = "",
+    paper: str = "",
+    options: Mapping[str, Any] | None = None,
 ) -> Callable[[AllocationFn], AllocationFn]:
-    """Decorator registering an allocation rule ``fn(ctx) -> counts``."""
+    """Decorator registering an allocation rule ``fn(ctx) -> counts``; ``options`` are its option
+    names and defaults (read from ``ctx.options``)."""
 
     def decorate(fn: AllocationFn) -> AllocationFn:
-        ALLOCATIONS.add(name, Allocation(name, fn, needs_scores, description, paper))
+        ALLOCATIONS.add(name, Allocation(name, fn, needs_scores, description, paper, dict(options or {})))
         return fn
 
     return decorate
+
+
+def allocation_option_defaults(allocation: str | AllocationFn | None) -> dict[str, Any]:
+    """The option defaults of a registered allocation; ``{}`` for a callable, ``like:PATH`` or None."""
+    if not isinstance(allocation, str) or allocation.lower().startswith("like:"):
+        return {}
+    return dict(ALLOCATIONS.get(allocation).options)
 
 
 def target_count(layers: list[Layer], density: float) -> int:
@@ -191,12 +220,13 @@ def erdos_renyi_densities(layers: list[Layer], density: float, raw: Mapping[str,
 
 
 def _er_raw(layer: Layer) -> float:
-    n_out, n_in = layer.shape[0], layer.shape[1]
+    # fan_shape: a stacked weight (attention's packed q/k/v) is three (E, E) maps, not one (3E, E).
+    n_out, n_in = layer.fan_shape[0], layer.fan_shape[1]
     return (n_out + n_in) / (n_out * n_in)
 
 
 def _erk_raw(layer: Layer) -> float:
-    return sum(layer.shape) / layer.numel
+    return sum(layer.fan_shape) / math.prod(layer.fan_shape)
 
 
 def _erdos_renyi_counts(ctx: AllocationContext, raw_fn: Callable[[Layer], float]) -> Counts:
@@ -223,21 +253,67 @@ def erk_allocation(ctx: AllocationContext) -> Counts:
     return _erdos_renyi_counts(ctx, _erk_raw)
 
 
+#: Shapes of the layer-wise decay of Su et al.'s smart ratio (``pruner/SmartRatio.py``): the default
+#: and the ablation flags ``--linear_decay``, ``--ascend``, ``--cubic`` and ``--uniform``.
+SMART_RATIO_DECAYS = ("quadratic", "linear", "ascend", "cubic", "uniform")
+SMART_RATIO_VARIANTS = ("resnet", "vgg")
+
+
+def _smart_ratio_raw(decay: str, position: int, n_layers: int) -> float:
+    """Raw score ``q_l`` of layer ``l = position`` (1-based) of ``L = n_layers``; ``k = L - l + 1``."""
+    k = n_layers - position + 1
+    if decay == "quadratic":
+        return float(k * k + k)
+    if decay == "linear":
+        return float(k)
+    if decay == "ascend":
+        return float(position * position + position)
+    if decay == "cubic":
+        return float(k**3)
+    raise invalid_choice("smart-ratio decay", decay, SMART_RATIO_DECAYS)
+
+
 def smart_ratio_keep_fractions(
-    layers: list[Layer], density: float, *, variant: str, last_keep: float = 0.3
+    layers: list[Layer],
+    density: float,
+    *,
+    variant: str,
+    last_keep: float = 0.3,
+    decay: str = "quadratic",
 ) -> tuple[dict[str, float], int]:
     """Su et al.'s smart-ratio keep fractions before flooring, and the last layer's keep count.
 
     Layer ``l = 1..L`` (``L`` = number of layers, the last one being the classifier) gets the raw
-    score ``q_l = (L-l+1)^2 + (L-l+1)``, divided by ``l^2`` in the VGG variant. The classifier's
-    keep ratio is fixed at ``last_keep`` (0.3). The remaining budget
-    ``G = int(N*d) - int(N_last*last_keep)`` is spread as ``keep_l = G * q_l / sum_l int(N_l q_l)``;
-    a layer above 1 is saturated and its excess carried to the next unsaturated layers.
+    score ``q_l``; with ``k = L - l + 1``:
+
+    ============  =====================  ==========================================
+    decay         ``q_l``                reference-code flag
+    ============  =====================  ==========================================
+    quadratic     ``k^2 + k``            default
+    linear        ``k``                  ``--linear_decay``
+    ascend        ``l^2 + l``            ``--ascend`` (increasing with depth)
+    cubic         ``k^3``                ``--cubic``
+    uniform       (same for all)         ``--uniform``
+    ============  =====================  ==========================================
+
+    The VGG variant divides every ``q_l`` by ``l^2`` (the reference code does so for any
+    ``--arch`` other than ``resnet``, whatever the decay). The classifier's keep ratio is fixed at
+    ``last_keep`` (``--linear_keep_ratio``, 0.3). The remaining budget
+    ``G = int(N*d) - int(N_last*last_keep)`` is spread as ``keep_l = G * q_l / sum_l int(N_l q_l)``
+    (``uniform``: ``keep_l = G / (N - N_last)`` for every layer). Then, walking the layers in
+    order, a layer above 1 is saturated and its excess ``int((keep_l - 1) N_l)`` carried into the
+    next unsaturated layers; **as in the reference code, the walk stops at the first layer after
+    which nothing is carried**, so an excess arising later is dropped (the density then falls short
+    of the target; only increasing decays such as ``ascend`` meet this). Before this change the walk
+    went on past such a layer, which could differ only when a saturated layer carried less than
+    one weight.
     (Su et al.'s models have exactly one linear layer, the classifier; prunelab fixes the last
     layer, which is the same layer there and keeps the rule meaningful for MLPs.)
     """
-    if variant not in ("resnet", "vgg"):
-        raise PrunelabError(f"unknown smart-ratio variant {variant!r}; valid choices: resnet, vgg")
+    if variant not in SMART_RATIO_VARIANTS:
+        raise invalid_choice("smart-ratio variant", variant, SMART_RATIO_VARIANTS)
+    if decay not in SMART_RATIO_DECAYS:
+        raise invalid_choice("smart-ratio decay", decay, SMART_RATIO_DECAYS)
     n_layers = len(layers)
     total = sum(l.numel for l in layers)
     last = layers[-1]
@@ -246,45 +322,152 @@ def smart_ratio_keep_fractions(
     last_count = min(int(last.numel * last_keep), budget_total)
     if not body:
         return {}, min(last.numel, budget_total)
+    budget = budget_total - last_count
+    if decay == "uniform":
+        balance = budget / sum(l.numel for l in body)
+        return {l.name: balance for l in body}, last_count
     raw: dict[str, float] = {}
     for position, layer in enumerate(body, start=1):
-        depth_from_end = n_layers - position + 1
-        q = float(depth_from_end**2 + depth_from_end)
+        q = _smart_ratio_raw(decay, position, n_layers)
         if variant == "vgg":
             q /= position**2
         raw[layer.name] = q
-    budget = budget_total - last_count
-    scale = budget / sum(int(l.numel * raw[l.name]) for l in body)
+    spread = sum(int(l.numel * raw[l.name]) for l in body)
+    if spread <= 0:
+        raise PrunelabError(
+            f"smart ratio ({decay}, {variant}): the layers are too small to spread weights over"
+        )
+    scale = budget / spread
     keep = {l.name: scale * raw[l.name] for l in body}
     carry = 0
     for layer in body:
         if keep[layer.name] >= 1.0:
             carry += int((keep[layer.name] - 1.0) * layer.numel)
             keep[layer.name] = 1.0
-        elif carry > 0:
+        else:
             room = int((1.0 - keep[layer.name]) * layer.numel)
-            if carry > room:
-                keep[layer.name] = 1.0
-                carry -= room
-            else:
+            if room >= carry:
                 keep[layer.name] += carry / layer.numel
                 carry = 0
+            else:
+                carry -= room
+                keep[layer.name] = 1.0
+        if carry == 0:
+            break
     return keep, last_count
+
+
+def smart_ratio_variant(ctx: AllocationContext) -> tuple[str, str]:
+    """``(variant, why)``: the smart-ratio variant for ``ctx`` and how it was chosen.
+
+    Option ``variant`` ``"resnet"`` or ``"vgg"`` is taken as given. ``"auto"`` (the default) uses
+    the registry family (``resnet``/``wrn`` -> resnet, any other known family -> vgg, as before);
+    for a model not built by prunelab it traces the model with ``torch.fx`` and picks resnet when
+    the graph adds two input-dependent tensors (a residual connection). Before, such a model
+    always got the VGG variant. An untraceable model gets vgg with a :class:`PruningWarning`.
+    """
+    chosen = str(ctx.options.get("variant", "auto")).lower()
+    if chosen in SMART_RATIO_VARIANTS:
+        return chosen, "option variant"
+    if chosen != "auto":
+        raise invalid_choice("smart-ratio variant", chosen, ("auto", *SMART_RATIO_VARIANTS))
+    if ctx.family in ("resnet", "wrn"):
+        return "resnet", f"model family {ctx.family!r}"
+    if ctx.family != "unknown":
+        return "vgg", f"model family {ctx.family!r}"
+    if ctx.model is None:
+        return "vgg", "model family unknown, no model to inspect"
+    traced, node = find_residual_addition(ctx.model)
+    if not traced:
+        warnings.warn(
+            "smart ratio: torch.fx could not trace the model to tell a ResNet from a VGG-like net; "
+            "using the VGG variant (divided by l^2). Pass options={'variant': 'resnet'} or 'vgg' to choose.",
+            PruningWarning,
+            stacklevel=2,
+        )
+        return "vgg", "torch.fx could not trace the model"
+    if node is not None:
+        return "resnet", f"residual addition {node!r} found by torch.fx"
+    return "vgg", "no residual addition found by torch.fx"
+
+
+def _smart_ratio_counts(ctx: AllocationContext, decay: str) -> Counts:
+    variant, why = smart_ratio_variant(ctx)
+    last_keep = as_number(
+        ctx.options.get("linear_keep_ratio", 0.3),
+        "smart-ratio option linear_keep_ratio",
+        valid="in [0, 1]",
+        accept=lambda x: 0.0 <= x <= 1.0,
+    )
+    keep, last_count = smart_ratio_keep_fractions(
+        ctx.layers, ctx.density, variant=variant, last_keep=last_keep, decay=decay
+    )
+    counts = {
+        l.name: l.numel if keep[l.name] >= 1.0 else int(keep[l.name] * l.numel) for l in ctx.layers[:-1]
+    }
+    counts[ctx.layers[-1].name] = last_count
+    ctx.record.update(
+        {
+            "smart_ratio_variant": variant,
+            "smart_ratio_variant_source": why,
+            "smart_ratio_decay": decay,
+            "linear_keep_ratio": last_keep,
+        }
+    )
+    return counts
+
+
+_SMART_RATIO_OPTIONS = {"variant": "auto", "linear_keep_ratio": 0.3}
 
 
 @register_allocation(
     "smart_ratio",
     description="Su et al.'s data-free ratios: quadratic decay with depth, classifier fixed at 30%",
     paper="Su et al. 2020 (random tickets)",
+    options=_SMART_RATIO_OPTIONS,
 )
 def smart_ratio_allocation(ctx: AllocationContext) -> Counts:
-    variant = "resnet" if ctx.family in ("resnet", "wrn") else "vgg"
-    keep, last_count = smart_ratio_keep_fractions(ctx.layers, ctx.density, variant=variant)
-    counts = {
-        l.name: l.numel if keep[l.name] >= 1.0 else int(keep[l.name] * l.numel) for l in ctx.layers[:-1]
-    }
-    counts[ctx.layers[-1].name] = last_count
-    return counts
+    return _smart_ratio_counts(ctx, "quadratic")
+
+
+@register_allocation(
+    "smart_ratio_linear_decay",
+    description="smart-ratio ablation: q_l = L-l+1 (linear decay), classifier fixed at 30%",
+    paper="Su et al. 2020 (--linear_decay ablation)",
+    options=_SMART_RATIO_OPTIONS,
+)
+def smart_ratio_linear_decay_allocation(ctx: AllocationContext) -> Counts:
+    return _smart_ratio_counts(ctx, "linear")
+
+
+@register_allocation(
+    "smart_ratio_ascend",
+    description="smart-ratio ablation: q_l = l^2+l (increasing with depth), classifier fixed at 30%",
+    paper="Su et al. 2020 (--ascend ablation)",
+    options=_SMART_RATIO_OPTIONS,
+)
+def smart_ratio_ascend_allocation(ctx: AllocationContext) -> Counts:
+    return _smart_ratio_counts(ctx, "ascend")
+
+
+@register_allocation(
+    "smart_ratio_cubic",
+    description="smart-ratio ablation: q_l = (L-l+1)^3 (cubic decay), classifier fixed at 30%",
+    paper="Su et al. 2020 (--cubic ablation)",
+    options=_SMART_RATIO_OPTIONS,
+)
+def smart_ratio_cubic_allocation(ctx: AllocationContext) -> Counts:
+    return _smart_ratio_counts(ctx, "cubic")
+
+
+@register_allocation(
+    "smart_ratio_uniform",
+    description="smart-ratio ablation: every non-classifier layer the same ratio, classifier fixed at 30%",
+    paper="Su et al. 2020 (--uniform ablation)",
+    options=_SMART_RATIO_OPTIONS,
+)
+def smart_ratio_uniform_allocation(ctx: AllocationContext) -> Counts:
+    return _smart_ratio_counts(ctx, "uniform")
 
 
 def like_mask(reference: Mask) -> AllocationFn:
@@ -348,16 +531,26 @@ def allocate(
     scores: Mapping[str, Tensor] | None = None,
     family: str = "unknown",
     last_layer_density: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    model: nn.Module | None = None,
+    record: dict[str, Any] | None = None,
 ) -> Counts:
     """Keep counts for every layer under ``allocation`` at overall ``density`` (kept fraction).
 
     With ``last_layer_density`` the last layer's count is fixed to ``round(f * N_last)`` and the
-    rule runs over the other layers at the density that keeps the overall target.
+    rule runs over the other layers at the density that keeps the overall target. ``options``
+    are the rule's options (a registered rule's defaults fill the gaps; unknown names raise);
+    ``model`` lets a rule inspect the network; ``record`` receives what the rule decided.
     """
     density = check_density(density)
     fn, _ = resolve_allocation(allocation)
+    if isinstance(allocation, str):
+        opts = merge_options(allocation_option_defaults(allocation), options, f"allocation {allocation!r}")
+    else:
+        opts = dict(options or {})
+    rec = record if record is not None else {}
     if last_layer_density is None or len(layers) < 2:
-        return fn(AllocationContext(layers, density, scores, family))
+        return fn(AllocationContext(layers, density, scores, family, opts, model, rec))
     last = layers[-1]
     fixed = int(round(last_layer_density * last.numel))
     rest_layers = layers[:-1]
@@ -367,6 +560,6 @@ def allocate(
         raise PrunelabError(
             f"density {density} cannot be met with the last layer fixed at {last_layer_density}"
         )
-    counts = fn(AllocationContext(rest_layers, rest_density, scores, family))
+    counts = fn(AllocationContext(rest_layers, rest_density, scores, family, opts, model, rec))
     counts[last.name] = fixed
     return counts

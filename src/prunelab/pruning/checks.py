@@ -12,8 +12,9 @@ check                     stage        what it destroys
 ``invert``                scores       the ranking: prune the highest-scoring weights instead
 ``shuffle_mask``          mask         positions: each layer's mask randomly permuted
 ``reinit``                weights      the initial values: fresh initialisation, same mask
-``reinit_fan``            weights      the initial values: fresh He init scaled by each
-                                       layer's *effective* fan-in (Liu et al. 2019 control)
+``reinit_fan``            weights      the initial values: a fresh initialisation whose conv
+                                       layers are He init with each layer's *effective*
+                                       fan (Liu et al. 2019 control)
 ``shuffle_weights``       weights      which surviving weight sits where: kept values permuted
                                        among the kept positions of each layer
 ========================  ===========  =====================================================
@@ -160,24 +161,43 @@ def reinitialise(model: nn.Module, fresh: nn.Module) -> None:
     model.load_state_dict(fresh.state_dict())
 
 
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 @torch.no_grad()
 def effective_fan_reinit(model: nn.Module, mask: Mask, generator: torch.Generator) -> None:
-    """Re-initialise every masked weight as ``N(0, 2 / n_eff)`` times the mask, in place.
+    """Re-initialise every masked **conv** weight as ``N(0, std = sqrt(2 / n))`` times the mask, in place.
 
-    ``n_eff = nnz(mask) / C_out``: the number of kept inputs per output unit, i.e. He (Kaiming
-    normal, fan-in) init with the fan-in the sparse layer actually has. This is the random
-    re-initialisation of Liu et al. 2019 (``cifar_scratch_no_longer.py``, ``main_scratch_mask.py``).
-    Layers not in the mask, biases and norm parameters are left as they are.
+    ``n = nnz(mask) / C_in`` (``C_in`` = the conv's ``in_channels``): He init (Kaiming normal,
+    fan-out mode, which the reference models use for convs: ``n = k*k*C_out`` when dense) with the
+    fan the sparse layer actually has, exactly as Liu et al. 2019's scratch training of masked
+    models does (``cifar/weight-level/cifar_E.py``, ``cifar_B.py``, ``cifar_scratch_no_longer.py``:
+    ``n = mask.sum() / m.in_channels``; ``normal_(0, sqrt(2/n))``; ``mul_(mask)``, Conv2d only).
+    Linear layers, layers not in the mask, biases and norm parameters are left as they are. A conv
+    that keeps nothing is set to zero.
+
+    Changed: before, ``n`` was ``nnz / C_out`` (floored at 1) and masked linear layers were
+    re-initialised too.
 
     Args:
-        model: the network; weights named in ``mask`` are overwritten.
-        mask: True = kept; shapes ``(C_out, ...)`` like the weights.
-        generator: CPU generator (the run's ``reinit`` stream).
+        model: the network; conv weights named in ``mask`` are overwritten.
+        mask: True = kept; shapes ``(C_out, C_in / groups, *kernel)`` like the weights.
+        generator: CPU generator (the run's ``reinit`` stream); one draw of the layer's size per
+            re-initialised conv, in mask order.
     """
     params = mask.check_fits(model)
+    modules = dict(model.named_modules())
     for name, param in params.items():
+        module_name, _, attr = name.rpartition(".")
+        module = modules.get(module_name)
+        if attr != "weight" or not isinstance(module, _CONV_TYPES):
+            continue
         keep = mask[name].to(param.device)
-        fan = max(int(keep.sum()) / max(param.shape[0], 1), 1.0)
+        kept = int(keep.sum())
+        if kept == 0:
+            param.zero_()
+            continue
+        fan = kept / module.in_channels
         noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
         param.copy_((noise * (2.0 / fan) ** 0.5).to(param.device, param.dtype) * keep)
 
@@ -187,7 +207,16 @@ def _reinit_weights(model: nn.Module, mask: Mask, seed: int, check_generator: to
 
 
 def _reinit_fan_weights(model: nn.Module, mask: Mask, seed: int, check_generator: torch.Generator) -> None:
-    effective_fan_reinit(model, mask, stream(seed, "reinit"))
+    """Liu et al.'s random-init control (``cifar_scratch_no_longer.py``): a freshly built model
+    (so linear layers, biases and BN get a fresh default init), then effective-fan He init of
+    every masked conv. Both draw from the run's ``reinit`` stream: the twin's seed first, so the
+    twin's and the convs' random numbers never coincide. (Before, the masked layers' current
+    values were redrawn in place with ``n = nnz / C_out``, linear layers included, and the rest
+    of the network kept its ticket values.)"""
+    gen = stream(seed, "reinit")
+    twin_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    reinitialise(model, fresh_twin(model, twin_seed))
+    effective_fan_reinit(model, mask, gen)
 
 
 def _shuffle_weights(model: nn.Module, mask: Mask, seed: int, check_generator: torch.Generator) -> None:
@@ -203,7 +232,7 @@ for _check in (
     Check("reinit", "weights re-initialised from a fresh seed, same mask", weights=_reinit_weights),
     Check(
         "reinit_fan",
-        "fresh He init with each layer's effective fan-in (kept weights per output unit), same mask",
+        "fresh init, conv layers He init with their effective fan (nnz / C_in), same mask",
         weights=_reinit_fan_weights,
     ),
     Check(

@@ -1,4 +1,5 @@
-"""``Mask``: parameter name -> bool tensor (True = kept); densities, a per-layer table, save/load."""
+"""``Mask``: parameter name -> bool tensor (True = kept); densities, a per-layer table, save/load,
+and ``info``: what produced it (method, allocation, e.g. which smart-ratio variant was used)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,6 +18,11 @@ from prunelab.errors import PrunelabError
 from prunelab.pruning.prunable import Layer
 
 _FORMAT = "prunelab-mask-v1"
+
+
+class PruningWarning(UserWarning):
+    """A mask is valid but probably not what was meant, e.g. a layer keeps no weight at all (layer
+    collapse: the network's output no longer depends on its input)."""
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,17 @@ class Mask(Mapping[str, Tensor]):
     """A pruning mask over named weight tensors: ``True`` keeps a weight, ``False`` prunes it.
 
     Parameters not in the mask are not prunable (always kept). Iteration order is layer order.
+
+    ``info`` is a JSON-able record of how the mask was made (``prune()`` fills in the method, the
+    allocation and what the allocation decided, e.g. ``smart_ratio_variant``); it is saved with the
+    mask and does not take part in equality.
     """
 
-    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
+    def __init__(self, tensors: Mapping[str, Tensor], info: Mapping[str, Any] | None = None) -> None:
         self._tensors: dict[str, Tensor] = {}
         for name, tensor in tensors.items():
             self._tensors[name] = tensor.detach().to(torch.bool)
+        self.info: dict[str, Any] = dict(info or {})
 
     @classmethod
     def ones(cls, layers: list[Layer], device: str | torch.device = "cpu") -> Mask:
@@ -89,6 +101,10 @@ class Mask(Mapping[str, Tensor]):
         """Kept weights per layer."""
         return {name: int(t.sum()) for name, t in self._tensors.items()}
 
+    def empty_layers(self) -> list[str]:
+        """Names of the layers that keep no weight at all (layer collapse), in layer order."""
+        return [name for name, t in self._tensors.items() if t.numel() > 0 and not bool(t.any())]
+
     def per_layer(self) -> list[LayerDensity]:
         """The per-layer table in layer order."""
         return [
@@ -103,7 +119,7 @@ class Mask(Mapping[str, Tensor]):
 
     # -- use ------------------------------------------------------------------------------------
     def to(self, device: str | torch.device) -> Mask:
-        return Mask({n: t.to(device) for n, t in self._tensors.items()})
+        return Mask({n: t.to(device) for n, t in self._tensors.items()}, self.info)
 
     def check_fits(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """The model parameters this mask covers; raises if a name or shape does not match."""
@@ -129,10 +145,12 @@ class Mask(Mapping[str, Tensor]):
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> Path:
-        """Write the mask as safetensors, atomically (temp file + rename)."""
+        """Write the mask as safetensors, atomically (temp file + rename); ``info`` is saved with it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": _FORMAT, "order": json.dumps(list(self._tensors))}
+        if self.info:
+            meta["info"] = json.dumps(self.info, default=str)
         if metadata:
             meta["user"] = json.dumps(dict(metadata), default=str)
         tmp = path.with_name(path.name + ".tmp")
@@ -159,4 +177,5 @@ class Mask(Mapping[str, Tensor]):
         if meta.get("format") != _FORMAT:
             raise PrunelabError(f"{str(path)!r} is not a prunelab mask (format {meta.get('format')!r})")
         order = json.loads(meta["order"])
-        return cls({name: tensors[name] for name in order})
+        info = json.loads(meta["info"]) if "info" in meta else None
+        return cls({name: tensors[name] for name in order}, info)

@@ -18,7 +18,7 @@ from typing import Any
 
 from prunelab.errors import PrunelabError
 from prunelab.options import merge_options
-from prunelab.pruning.allocation import ALLOCATIONS
+from prunelab.pruning.allocation import ALLOCATIONS, AllocationFn, allocation_option_defaults
 from prunelab.pruning.scores import (
     ScoreFn,
     grasp_scores,
@@ -47,6 +47,9 @@ class Method:
             (``score``, ``keep``, ``retrain``, ``rounds``); None for pruning at initialisation.
         description: one line.
         paper: where it comes from.
+        needs_input_shape: the score function runs the network without data (SynFlow's all-ones
+            input), so ``prune()`` must know one example's shape (from ``input_shape=``, the data
+            or a registry model) and otherwise refuses; other methods never ask for it.
     """
 
     name: str
@@ -59,18 +62,39 @@ class Method:
     description: str = ""
     paper: str = ""
     ticket: Mapping[str, Any] | None = None
+    needs_input_shape: bool = False
 
     @property
     def uses_training_data(self) -> bool:
         """Whether data checks (random labels / pixels) can change this method's mask."""
         return self.needs_data or self.ticket is not None
 
-    def resolve_options(self, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Defaults merged with ``overrides``; unknown names raise a one-line error."""
-        merged = merge_options({"rounds": self.rounds, **self.options}, overrides, f"method {self.name!r}")
+    def resolve_options(
+        self, overrides: Mapping[str, Any] | None, allocation: str | AllocationFn | None = None
+    ) -> dict[str, Any]:
+        """Defaults merged with ``overrides``; unknown names raise a one-line error.
+
+        The defaults are the method's own options and those of ``allocation`` (default: the
+        method's allocation), e.g. ``variant`` and ``linear_keep_ratio`` of ``smart_ratio``; a name
+        both declare is the method's. :meth:`split_options` separates the result again.
+        """
+        own = {"rounds": self.rounds, **self.options}
+        alloc = allocation_option_defaults(self.allocation if allocation is None else allocation)
+        owner = f"method {self.name!r}"
+        if any(k not in own for k in alloc):
+            owner += f" with allocation {(self.allocation if allocation is None else allocation)!r}"
+        merged = merge_options({**alloc, **own}, overrides, owner)
         if int(merged["rounds"]) < 1:
             raise PrunelabError(f"rounds must be >= 1, got {merged['rounds']!r}")
         return merged
+
+    def split_options(self, merged: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(method options, allocation options)`` from :meth:`resolve_options`' result."""
+        own = {"rounds", *self.options}
+        return (
+            {k: v for k, v in merged.items() if k in own},
+            {k: v for k, v in merged.items() if k not in own},
+        )
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -86,8 +110,13 @@ def register_method(
     description: str = "",
     paper: str = "user-defined",
     overwrite: bool = False,
+    needs_input_shape: bool = False,
 ) -> Callable[[ScoreFn], ScoreFn]:
     """Register a score function as a pruning method.
+
+    ``needs_input_shape``: the function runs the network without data and reads
+    ``ctx.input_shape``; ``prune()`` then insists on knowing it. Otherwise ``ctx.input_shape`` is
+    filled in where known and ``None`` elsewhere.
 
     Example::
 
@@ -99,7 +128,16 @@ def register_method(
 
     def decorate(fn: ScoreFn) -> ScoreFn:
         method = Method(
-            name.lower(), fn, allocation, needs_data, rounds, dict(options or {}), "init", description, paper
+            name.lower(),
+            fn,
+            allocation,
+            needs_data,
+            rounds,
+            dict(options or {}),
+            "init",
+            description,
+            paper,
+            needs_input_shape=needs_input_shape,
         )
         METHODS.add(name, method, overwrite=overwrite)
         return fn
@@ -107,7 +145,9 @@ def register_method(
     return decorate
 
 
-_SCORING_SAMPLES = {"samples_per_class": 10}
+#: Scoring data of SNIP and GraSP (Su et al.: 10 per class x 1 iteration; 1 per class x 10
+#: iterations for deep ResNets and Tiny-ImageNet), and the BN mode while scoring.
+_SCORING_SAMPLES = {"samples_per_class": 10, "iterations": 1, "bn_mode": "train"}
 for _method in (
     Method(
         "random",
@@ -139,7 +179,7 @@ for _method in (
         grasp_scores,
         "global",
         True,
-        options={**_SCORING_SAMPLES, "temperature": 200.0},
+        options={**_SCORING_SAMPLES, "temperature": 200.0, "reinit_linear": False},
         description="gradient-signal preservation, keep-score w * Hg (T = 200)",
         paper="Wang et al. 2020; checked by Su et al. 2020",
     ),
@@ -149,9 +189,10 @@ for _method in (
         "global",
         False,
         rounds=100,
-        options={"float64": False},
+        options={"float64": False, "count_rule": "nearest", "tie_rule": "index"},
         description="iterative synaptic flow, data-free, 100 rounds",
         paper="Tanaka et al. 2020; checked by Frankle et al. 2021",
+        needs_input_shape=True,
     ),
 ):
     METHODS.add(_method.name, _method)

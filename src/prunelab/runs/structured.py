@@ -231,7 +231,7 @@ def _protocol_setup(spec: StructuredRunSpec, store: RunStore, dev: torch.device)
     model = build_architecture(pruned.architecture, derive_seed(spec.seed, "reinit")).to(dev)
     if mask is not None:
         with torch.no_grad():
-            effective_fan_reinit(model, mask, generator(spec.seed, "reinit"))
+            effective_fan_reinit(model, mask, generator(spec.seed, "reinit_fan"))  # its own stream
     return _Setup(model, config, mask)
 
 

@@ -203,7 +203,7 @@ class PruningSpec(BaseModel):
             object.__setattr__(self, "allocation", ALLOCATIONS.get(self.allocation).name)
         else:
             self._pin_like_file(self.allocation[5:])
-        method.resolve_options(self.options)
+        method.resolve_options(self.options, self.allocation)
         return self
 
     def _pin_like_file(self, path: str) -> None:

@@ -21,7 +21,7 @@ def ticket_family(method: str, allocation: str | None = None) -> str:
         return "random ticket"
     if entry.ticket is None:
         return "initial ticket"
-    if (allocation or entry.allocation) == "smart_ratio":
+    if (allocation or entry.allocation).startswith("smart_ratio"):
         return "hybrid ticket"
     return "initial ticket" if entry.ticket.get("keep") == 0 else "partially-trained ticket"
 
