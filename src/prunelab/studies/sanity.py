@@ -269,7 +269,7 @@ SANITY = register_study(
         report=write_sanity_report,
         description="Su et al. 2020: methods x sanity checks x densities x seeds, random tickets, dense",
         preset=sanity_preset,
-        presets=("default", "demo"),
+        presets=("default", "demo", "paper"),
         flags=SANITY_FLAGS,
         conclusions=_conclusions,
     )
