@@ -319,7 +319,7 @@ def test_sss_removes_bottleneck_blocks(name: str, tiny_preresnet: str, tmp_path:
     x = torch.randn(3, *IMG, generator=gen)
     before = model(x)
     pruned = prune_structured(model, "sss")
-    assert 1 not in pruned.kept["layer2"] and 1 in pruned.kept["layer3"]
+    assert pruned.kept["layer2"].count(1) == 0 and pruned.kept["layer3"].count(1) == 1
     pruned.model.eval()
     assert torch.allclose(pruned.model(x), before, atol=1e-5)
     save_pruned(tmp_path / "b", pruned)

@@ -412,28 +412,7 @@ def prune(
     device = next(model.parameters()).device
     check_gen = generator(seed, "check")
 
-    batches: list[Batch] | None = None
-    num_classes: int | None = None
-    data_checks = [c for c in checks if c.data is not None]
-    if entry.needs_data:
-        if data is None:
-            raise PrunelabError(f"method {entry.name!r} scores on data: pass data=...")
-        per_class = int(opts.get("samples_per_class", 10))
-        iterations = as_int(opts.get("iterations", 1), f"method {entry.name!r} option iterations", minimum=1)
-        batches, num_classes = scoring_batches(
-            data, per_class, generator(seed, "scoring_data"), device, iterations=iterations
-        )
-    elif data_checks:
-        raise PrunelabError(
-            f"check {data_checks[0].name!r} changes the scoring data, but method {entry.name!r} uses none"
-        )
-    if data_checks:
-        assert batches is not None
-        classes = num_classes or int(max(int(y.max()) for _, y in batches)) + 1
-        for c in data_checks:
-            assert c.data is not None
-            batches = c.data(batches, classes, check_gen)
-
+    batches = _checked_scoring_batches(entry, data, checks, opts, seed, device, check_gen)
     mask = compute_mask(
         model,
         entry,
@@ -454,17 +433,54 @@ def prune(
         if c.mask is not None:
             mask = c.mask(mask, check_gen)
     mask = Mask(mask, info)
-    empty = mask.empty_layers()
-    if empty:
-        warnings.warn(
-            f"layer collapse: method {entry.name!r} at density {density:g} keeps no weight in "
-            f"{len(empty)} layer(s): {', '.join(empty)}",
-            PruningWarning,
-            stacklevel=2,
-        )
+    _warn_collapse(mask, entry.name, density)
     apply_weight_checks(model, mask, checks, seed, check_gen)
     mask.apply_(model)
     return mask
+
+
+def _checked_scoring_batches(
+    entry: Method,
+    data: ScoringData | None,
+    checks: Sequence[Check],
+    opts: Mapping[str, Any],
+    seed: int,
+    device: torch.device,
+    check_gen: torch.Generator,
+) -> list[Batch] | None:
+    """The scoring batches of a data-driven method (None for a data-free one), with the data checks
+    applied; a data check on a data-free method is refused."""
+    data_checks = [c for c in checks if c.data is not None]
+    if not entry.needs_data:
+        if data_checks:
+            raise PrunelabError(
+                f"check {data_checks[0].name!r} changes the scoring data, but method {entry.name!r} uses none"
+            )
+        return None
+    if data is None:
+        raise PrunelabError(f"method {entry.name!r} scores on data: pass data=...")
+    per_class = int(opts.get("samples_per_class", 10))
+    iterations = as_int(opts.get("iterations", 1), f"method {entry.name!r} option iterations", minimum=1)
+    batches, num_classes = scoring_batches(
+        data, per_class, generator(seed, "scoring_data"), device, iterations=iterations
+    )
+    if data_checks:
+        classes = num_classes or int(max(int(y.max()) for _, y in batches)) + 1
+        for c in data_checks:
+            assert c.data is not None
+            batches = c.data(batches, classes, check_gen)
+    return batches
+
+
+def _warn_collapse(mask: Mask, method: str, density: float) -> None:
+    empty = mask.empty_layers()
+    if empty:
+        warnings.warn(
+            f"layer collapse: method {method!r} at density {density:g} keeps no weight in "
+            f"{len(empty)} layer(s): {', '.join(empty)}",
+            PruningWarning,
+            stacklevel=3,
+        )
 
 
 def apply_weight_checks(

@@ -9,7 +9,7 @@ from typing import Any
 
 from prunelab.evaluation.latency import UNRELIABLE_SPREAD
 from prunelab.spec.studies import RethinkingStudy
-from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, AdjustedP, Estimate, PairedTest
+from prunelab.summaries.stats import INCONCLUSIVE, AdjustedP, Estimate, PairedTest, PairedVerdict
 from prunelab.training.protocols import PROTOCOLS, finetune_config
 
 #: Rows of a method's table, in order: the large model, the pruned model before training, protocols.
@@ -24,7 +24,7 @@ ROW_LABELS = {
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(PairedVerdict):
     """Scratch (E or B) against fine-tune for one method, paired over seeds.
 
     Attributes:
@@ -43,19 +43,6 @@ class Comparison:
     n_pairs: int
     ci_overlap: bool | None
     p: AdjustedP
-
-    @property
-    def p_raw(self) -> float:
-        return self.p.raw
-
-    @property
-    def p_adjusted(self) -> float:
-        return self.p.adjusted
-
-    @property
-    def inconclusive(self) -> bool:
-        """Too few seeds for the paired t-test (it needs at least ``MIN_PAIRS``)."""
-        return self.n_pairs < MIN_PAIRS or math.isnan(self.p.adjusted)
 
     @property
     def conclusion(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from prunelab.pruning.methods import METHODS
 from prunelab.spec.studies import SanityStudy
-from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, AdjustedP, Estimate, PairedTest
+from prunelab.summaries.stats import INCONCLUSIVE, AdjustedP, Estimate, PairedTest, PairedVerdict
 
 
 def ticket_family(method: str, allocation: str | None = None) -> str:
@@ -55,7 +55,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(PairedVerdict):
     """Does ``check`` hurt ``method``? Paired over (density, seed) against the unchecked method.
 
     Attributes:
@@ -70,19 +70,6 @@ class Verdict:
     test: PairedTest
     n_pairs: int
     p: AdjustedP
-
-    @property
-    def p_raw(self) -> float:
-        return self.p.raw
-
-    @property
-    def p_adjusted(self) -> float:
-        return self.p.adjusted
-
-    @property
-    def inconclusive(self) -> bool:
-        """Too few pairs for the paired t-test (it needs at least ``MIN_PAIRS``)."""
-        return self.n_pairs < MIN_PAIRS or math.isnan(self.p.adjusted)
 
     @property
     def conclusion(self) -> str:

@@ -186,3 +186,25 @@ def small_n_note(small: Sequence[tuple[str, int]], pairs: str = "pairs") -> str 
         f"too few seeds: the paired t-test needs at least {MIN_PAIRS} {pairs}, so these verdicts are "
         f"{INCONCLUSIVE}: {listed}"
     )
+
+
+class PairedVerdict:
+    """What every verdict over a paired test shares (a mixin for dataclasses with ``test``,
+    ``n_pairs`` and ``p`` fields): the raw and adjusted p-values and whether n is too small."""
+
+    test: PairedTest
+    n_pairs: int
+    p: AdjustedP
+
+    @property
+    def p_raw(self) -> float:
+        return self.p.raw
+
+    @property
+    def p_adjusted(self) -> float:
+        return self.p.adjusted
+
+    @property
+    def inconclusive(self) -> bool:
+        """Too few pairs for the paired t-test (it needs at least ``MIN_PAIRS``)."""
+        return self.n_pairs < MIN_PAIRS or math.isnan(self.p.adjusted)
