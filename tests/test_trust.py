@@ -82,7 +82,8 @@ CONCURRENT = textwrap.dedent(
     study = SanityStudy(name="twice", data=DataSpec(name="synthetic"), model=ModelSpec(name="mlp"),
         train=TrainConfig(epochs=3, batch_size=64, lr=0.05, augment=False), methods=("magnitude",),
         densities=(0.3,), seeds=(0, 1), checks=(), random_tickets=("erk",), include_dense=True)
-    run_study(study, sys.argv[1], workers=1, progress=False)
+    if __name__ == "__main__":  # worker processes re-import this file
+        run_study(study, sys.argv[1], workers=1, progress=False)
     """
 )
 
@@ -415,3 +416,33 @@ def test_kills_at_random_points_resume_to_the_uninterrupted_result(tmp_path: Pat
     (name,) = [p.parent.name for p in (tmp_path / "killed").glob("*/result.json")]
     rows = (tmp_path / "killed" / name / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_a_killed_study_leaves_no_worker_running(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    script = tmp_path / "study.py"
+    script.write_text(CONCURRENT.replace("epochs=3", "epochs=200").replace("workers=1", "workers=2"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    driver = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "runs")], env=env, stderr=subprocess.DEVNULL
+    )
+    workers: list[int] = []
+    for _ in range(120):  # wait until both workers train (their start-up has run)
+        time.sleep(0.5)
+        children = Path(f"/proc/{driver.pid}/task/{driver.pid}/children")
+        workers = [int(p) for p in children.read_text().split()] if children.exists() else []
+        if len(list((tmp_path / "runs").glob("*/metrics.jsonl"))) >= 2:
+            break
+    assert len(workers) >= 2
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(3.0)
+    alive = [
+        pid
+        for pid in workers
+        if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    ]
+    assert alive == []

@@ -4,9 +4,11 @@ waves (parents first), skipping finished runs. What each run does is its executo
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -22,7 +24,19 @@ from prunelab.runs import RunContext, execute, executor_for, plan_options, spec_
 from prunelab.store import RunStore
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to end this worker when the driver dies (a killed study must not
+    leave workers training in the background, writing into runs a restarted study also runs)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
 def _worker_init(threads: int, plugins: Sequence[str], factories: dict[str, Any]) -> None:
+    _die_with_parent()
     torch.set_num_threads(threads)
     load_plugins(plugins)
     register_factories(factories)
