@@ -26,6 +26,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/masked_step.py
 	$(BIN)/python bench/mask_time.py
 	$(BIN)/python bench/structured_speed.py
+	$(BIN)/python bench/mask_sensitivity.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

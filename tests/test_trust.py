@@ -446,3 +446,49 @@ def test_a_killed_study_leaves_no_worker_running(tmp_path: Path) -> None:
         if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
     ]
     assert alive == []
+
+
+def test_a_stale_partial_dataset_cache_is_cleared(tmp_path: Path) -> None:
+    """A kill mid-write of the MNIST-1D cache left a .part file forever; the next write clears it."""
+    import time
+
+    from prunelab.data import load_dataset
+    from prunelab.data import mnist1d as mnist1d_module
+
+    folder = tmp_path / "mnist1d"
+    folder.mkdir()
+    args = mnist1d_module.dataset_args(200, 42)
+    path = mnist1d_module.cache_path(folder, args)
+    stale = folder / f".{path.name}.abc123.part"
+    stale.write_bytes(b"half a file")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    load_dataset("mnist1d", data_dir=tmp_path, num_samples=200)
+    assert path.is_file() and not stale.exists()
+
+
+def test_a_failed_plot_leaves_the_old_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    from prunelab.report.sanity import write_sanity_report
+    from prunelab.studies.sanity import summarize
+
+    runs = study_runs(STUDY)
+    results = {
+        r.spec.run_hash(): {"status": "done", "final_test_acc": 0.5 + 0.01 * i, "per_layer": []}
+        for i, r in enumerate(runs)
+    }
+    summary = summarize(STUDY, results)
+    html = write_sanity_report(summary, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.png")}
+    assert before and not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+    def broken(self: Figure, fname: object, *args: object, **kwargs: object) -> None:
+        Path(str(fname)).write_bytes(b"half a png")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError):
+        write_sanity_report(summary, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} == before and html.is_file()
+    assert not list(tmp_path.glob(".*"))

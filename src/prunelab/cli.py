@@ -215,9 +215,10 @@ def demo(
     out: Path = typer.Option(Path("demo-out/report"), "--out", help="Report folder."),
     workers: int = WORKERS,
     data_dir: Path = DATA_DIR,
+    plugin: list[str] = PLUGIN,
 ) -> None:
     """The sanity-check study of SNIP, GraSP, SynFlow and magnitude-at-init on MNIST-1D (3 seeds, 2 densities)."""
-    where = commands.Execution(runs_dir, out, workers, data_dir)
+    where = commands.Execution(runs_dir, out, workers, data_dir, plugins=tuple(plugin or []))
     commands.run_study_command("sanity", "demo", {}, [], where, typer.echo)
 
 

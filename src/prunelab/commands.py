@@ -381,3 +381,5 @@ def prune_to_file(payload: dict[str, Any], out: Path, data_dir: Path | None, ech
         f"density {mask.density():.4f} of prunable weights ({mask.model_density(net):.4f} of all "
         f"parameters); mask written to {out}"
     )
+    if mask.info:  # e.g. which smart-ratio rule (ResNet or VGG) was used, and how it was decided
+        echo("mask: " + ", ".join(f"{key} = {value}" for key, value in sorted(mask.info.items())))
