@@ -3,28 +3,23 @@ level, at each learning rate; Markdown, self-contained HTML, a plot and CSV."""
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from prunelab.report.files import atomic_csv, save_figure_atomic, write_text_atomic
-from prunelab.report.plots import _STYLE, clipped_band, method_colours
-from prunelab.report.provenance import provenance_html, provenance_markdown
-from prunelab.report.sanity import (
-    _CSS,
-    ACCURACY_FORMAT,
-    _correction_text,
-    _html_table,
-    _inline_markdown,
-    _md_table,
-    _p,
-    _pct,
-    _pp,
-    _warnings_html,
-    _warnings_md,
+from prunelab.report.page import (
+    TEST_COLUMNS,
+    html_page,
+    html_table,
+    inline_markdown,
+    markdown_page,
+    md_table,
+    png_img,
+    test_values,
 )
+from prunelab.report.plots import _STYLE, clipped_band, method_colours
+from prunelab.report.sanity import ACCURACY_FORMAT, _correction_text, _p, _pct, _pp
 from prunelab.summaries.lottery import LotterySummary
 from prunelab.summaries.sanity import SanitySummary
 from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS
@@ -154,17 +149,25 @@ def _plot(summary: LotterySummary, path: Path) -> Path:
     return path
 
 
-def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
-    """Write report.md, report.html, levels.csv, verdicts.csv and the plot into ``out_dir``; return
-    report.html."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+#: An arm of the study ("IMP" or "one-shot") and its summary per learning rate.
+Arms = list[tuple[str, list[tuple[float, SanitySummary]]]]
+
+
+def _arms(summary: LotterySummary) -> Arms:
+    return [("IMP", summary.per_lr)] + ([("one-shot", summary.one_shot)] if summary.one_shot else [])
+
+
+def _title(summary: LotterySummary) -> str:
+    return (
+        f"Winning ticket vs random re-initialisation: {summary.study.data.name} / {summary.study.model.name}"
+    )
+
+
+def _setup_lines(summary: LotterySummary) -> list[str]:
     study = summary.study
     t = study.train
-    arms = [("IMP", summary.per_lr)] + ([("one-shot", summary.one_shot)] if summary.one_shot else [])
-    all_p = [v.p for _, group in arms for _, sub in group for v in sub.verdicts]
-    title = f"Winning ticket vs random re-initialisation: {study.data.name} / {study.model.name}"
-    setup = [
+    all_p = [v.p for _, group in _arms(summary) for _, sub in group for v in sub.verdicts]
+    return [
         f"dataset `{study.data.name}`, model `{study.model.name}`; training: {t.epochs} epochs, batch "
         f"{t.batch_size}, SGD ({t.schedule}), momentum {t.momentum}, weight decay {t.weight_decay}",
         f"IMP: global magnitude pruning of the trained ticket, {study.imp_fraction:g} of the remaining "
@@ -182,6 +185,11 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         f"pairs it is {INCONCLUSIVE}); p-values adjusted for multiple comparisons: "
         f"{_correction_text(all_p, study.correction, study.alpha)}",
     ]
+
+
+def _verdicts(summary: LotterySummary) -> list[tuple[str, str]]:
+    """(sentence, CSS class) per arm and lr, then Liu et al.'s pattern when it can be judged."""
+    arms = _arms(summary)
     verdicts = [
         (f"{arm}, {text}" if len(arms) > 1 else text, cls)
         for arm, group in arms
@@ -191,6 +199,11 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
     pattern = liu_pattern(summary)
     if pattern:
         verdicts.append((pattern, "neutral"))
+    return verdicts
+
+
+def _table(summary: LotterySummary) -> tuple[list[str], list[list[str]]]:
+    arms = _arms(summary)
     header = [
         "lr",
         "level",
@@ -207,75 +220,70 @@ def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
         ([arm] if len(arms) > 1 else []) + row
         for arm, group in arms
         for lr, sub in group
-        for row in _rows(lr, sub, study.levels)
+        for row in _rows(lr, sub, summary.study.levels)
     ]
-    missing = sum(sub.missing for _, group in arms for _, sub in group)
-    figure = _plot(summary, out / "winning_vs_random.png")
+    return header, rows
 
-    md = [
-        f"# {title}",
-        "",
-        *[f"- {line}" for line in setup],
-        f"\n**{missing} run(s) not finished.**\n" if missing else "",
-        *_warnings_md(summary.notes),
+
+def _missing(summary: LotterySummary) -> int:
+    return sum(sub.missing for _, group in _arms(summary) for _, sub in group)
+
+
+def _markdown(summary: LotterySummary) -> str:
+    missing = _missing(summary)
+    body = [
         "## At a glance",
         "",
-        *[f"- {text}" for text, _ in verdicts],
+        *[f"- {text}" for text, _ in _verdicts(summary)],
         "",
         "## Test accuracy (%) per IMP level",
         "",
-        _md_table(header, rows),
+        md_table(*_table(summary)),
         "",
         "![winning ticket vs random re-init](winning_vs_random.png)",
         "",
     ]
-    md += ["", provenance_markdown(summary.provenance)]
-    write_text_atomic(out / "report.md", "\n".join(md))
-    image = base64.b64encode(figure.read_bytes()).decode()
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p class="sub">{"<br>".join(_inline_markdown(x) for x in setup)}</p>
-{f"<p><b>{missing} run(s) not finished.</b></p>" if missing else ""}
-{_warnings_html(summary.notes)}
-<h2>At a glance</h2><div class="headline"><ul>{"".join(f'<li class="{cls}">{_inline_markdown(text)}</li>' for text, cls in verdicts)}</ul></div>
-<h2>Accuracy against density</h2><img src="data:image/png;base64,{image}">
-<h2>Test accuracy (%) per IMP level</h2>{_html_table(header, rows)}
-{provenance_html(summary.provenance)}</body></html>"""
-    write_text_atomic(out / "report.html", page)
+    missing_md = f"\n**{missing} run(s) not finished.**\n" if missing else ""
+    setup = _setup_lines(summary)
+    return markdown_page(_title(summary), setup, [missing_md], summary.notes, body, summary.provenance)
+
+
+def _html(summary: LotterySummary, figure: Path) -> str:
+    missing = _missing(summary)
+    glance = "".join(f'<li class="{cls}">{inline_markdown(text)}</li>' for text, cls in _verdicts(summary))
+    body = f"""<h2>At a glance</h2><div class="headline"><ul>{glance}</ul></div>
+<h2>Accuracy against density</h2>{png_img(figure)}
+<h2>Test accuracy (%) per IMP level</h2>{html_table(*_table(summary))}"""
+    missing_html = f"{missing} run(s) not finished." if missing else ""
+    setup = _setup_lines(summary)
+    return html_page(_title(summary), setup, missing_html, summary.notes, body, summary.provenance)
+
+
+def _write_csvs(summary: LotterySummary, out: Path) -> None:
+    arms = _arms(summary)
     with atomic_csv(out / "levels.csv") as writer:
         writer.writerow(["lr", "variant", "density", "n", "mean_acc", "ci_half", "pruning"])
         for arm, group in arms:
             for lr, sub in group:
                 for cell in sub.cells:
+                    acc = cell.accuracy
                     writer.writerow(
-                        [
-                            lr,
-                            cell.variant.label,
-                            cell.density,
-                            cell.accuracy.n,
-                            cell.accuracy.mean,
-                            cell.accuracy.half_width,
-                            arm,
-                        ]
+                        [lr, cell.variant.label, cell.density, acc.n, acc.mean, acc.half_width, arm]
                     )
     with atomic_csv(out / "verdicts.csv") as writer:
-        writer.writerow(
-            ["lr", "check", "mean_diff", "ci_half", "p_value", "p_adjusted", "correction", "n_tests", "alpha"]
-            + ["n_pairs", "conclusion", "pruning"]
-        )
+        writer.writerow(["lr", "check", *TEST_COLUMNS, "n_pairs", "conclusion", "pruning"])
         for arm, group in arms:
             for lr, v in [(lr, v) for lr, sub in group for v in sub.verdicts]:
-                writer.writerow(
-                    [
-                        lr,
-                        v.check,
-                        v.test.diff.mean,
-                        v.test.diff.half_width,
-                        v.p_raw,
-                        v.p_adjusted,
-                        v.p.correction,
-                    ]
-                    + [v.p.family, v.p.alpha, v.n_pairs, v.conclusion, arm]
-                )
+                writer.writerow([lr, v.check, *test_values(v), v.n_pairs, v.conclusion, arm])
+
+
+def write_lottery_report(summary: LotterySummary, out_dir: str | Path) -> Path:
+    """Write report.md, report.html, levels.csv, verdicts.csv and the plot into ``out_dir``; return
+    report.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = _plot(summary, out / "winning_vs_random.png")
+    write_text_atomic(out / "report.md", _markdown(summary))
+    write_text_atomic(out / "report.html", _html(summary, figure))
+    _write_csvs(summary, out)
     return out / "report.html"

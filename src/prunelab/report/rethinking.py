@@ -12,7 +12,6 @@ interquartile range; a speedup resting on a measurement whose relative IQR is to
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from pathlib import Path
@@ -24,21 +23,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from prunelab.report.files import atomic_csv, save_figure_atomic, write_text_atomic  # noqa: E402
-from prunelab.report.plots import clipped_yerr, method_colours  # noqa: E402
-from prunelab.report.provenance import provenance_html, provenance_markdown  # noqa: E402
-from prunelab.report.sanity import (  # noqa: E402
-    _CSS,
-    ACCURACY_FORMAT,
-    _adjusted_header,
-    _correction_text,
-    _html_table,
-    _inline_markdown,
-    _md_table,
-    _p,
-    _pp,
-    _warnings_html,
-    _warnings_md,
+from prunelab.report.page import (  # noqa: E402
+    TEST_COLUMNS,
+    html_page,
+    html_table,
+    inline_markdown,
+    markdown_page,
+    md_table,
+    png_img,
+    test_values,
 )
+from prunelab.report.plots import clipped_yerr, method_colours  # noqa: E402
+from prunelab.report.sanity import ACCURACY_FORMAT, _adjusted_header, _correction_text, _p, _pp  # noqa: E402
 from prunelab.report.sanity import _pct as _accuracy  # noqa: E402
 from prunelab.report.search import SEARCH_NOTE, parameter_efficiency, search_table  # noqa: E402
 from prunelab.summaries.rethinking import (  # noqa: E402
@@ -360,36 +356,16 @@ def speedup_vs_flops(summary: RethinkingSummary, path: Path, colours: dict[str, 
     return path
 
 
-def _search_html(
-    summary: RethinkingSummary, header: list[str], rows: list[list[str]], images: dict[str, str]
-) -> str:
-    if not summary.search:
-        return ""
-    return (
-        f"<h2>Pruning as architecture search</h2><p>{_inline_markdown(SEARCH_NOTE)}</p>"
-        f"{_html_table(header, rows)}"
-        f'<img src="data:image/png;base64,{images["parameter_efficiency.png"]}">'
-    )
+def _title(summary: RethinkingSummary) -> str:
+    return f"Rethinking the value of pruning: {summary.study.name}"
 
 
-def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> Path:
-    """Write the report files into ``out_dir``; return the path of ``report.html``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    colours = _colours(summary)  # one colour per method in every plot
-    figures = {
-        "accuracy_by_protocol.png": accuracy_by_protocol(summary, out / "accuracy_by_protocol.png", colours),
-        "speedup_vs_flops.png": speedup_vs_flops(summary, out / "speedup_vs_flops.png", colours),
-    }
-    if summary.search:
-        figures["parameter_efficiency.png"] = parameter_efficiency(
-            summary, out / "parameter_efficiency.png", colours
-        )
-    search_header, search_rows = search_table(summary)
-    title = f"Rethinking the value of pruning: {summary.study.name}"
-    setup = _setup_lines(summary)
-    headline = _headline(summary)
-    verdict_header = [
+def _missing(summary: RethinkingSummary) -> str:
+    return f"> {summary.missing} run(s) not finished; their cells are missing." if summary.missing else ""
+
+
+def _verdict_header(summary: RethinkingSummary) -> list[str]:
+    return [
         "method",
         "scratch protocol",
         "scratch − fine-tune (pp) [95% CI]",
@@ -400,66 +376,98 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
         "conclusion",
         "paper's claim holds",
     ]
-    verdict_rows = _verdict_rows(summary)
-    tables = {m.method: _method_table(m, len(summary.study.seeds)) for m in summary.methods}
-    missing = f"> {summary.missing} run(s) not finished; their cells are missing." if summary.missing else ""
 
-    md = [f"# {title}", "", *[f"- {line}" for line in setup], "", missing, ""]
-    md += [*_warnings_md(summary.notes), "## At a glance", ""]
-    md += [f"- {line}" for line in headline]
-    md += ["", "## Scratch vs fine-tune, per method", "", _md_table(verdict_header, verdict_rows), ""]
+
+def _architecture(architecture: dict[str, Any]) -> Any:
+    """The pruned architecture as the per-method sections show it (first seed)."""
+    return architecture.get("options", architecture)
+
+
+def _markdown(summary: RethinkingSummary) -> str:
+    seeds = len(summary.study.seeds)
+    body = ["## At a glance", "", *[f"- {line}" for line in _headline(summary)]]
+    body += ["", "## Scratch vs fine-tune, per method", ""]
+    body += [md_table(_verdict_header(summary), _verdict_rows(summary)), ""]
     for m in summary.methods:
-        header, rows = tables[m.method]
-        md += [f"## {m.method}", ""]
+        body += [f"## {m.method}", ""]
         if m.architecture:
-            md += [f"pruned architecture: `{m.architecture.get('options', m.architecture)}` (first seed)", ""]
-        md += [_md_table(header, rows), ""]
-    md += ["## Plots", "", "![accuracy per protocol](accuracy_by_protocol.png)", ""]
-    md += ["![speedup against FLOPs reduction](speedup_vs_flops.png)", ""]
+            body += [f"pruned architecture: `{_architecture(m.architecture)}` (first seed)", ""]
+        body += [md_table(*_method_table(m, seeds)), ""]
+    body += ["## Plots", "", "![accuracy per protocol](accuracy_by_protocol.png)", ""]
+    body += ["![speedup against FLOPs reduction](speedup_vs_flops.png)", ""]
     if summary.search:
-        md += [
+        body += [
             "## Pruning as architecture search",
             "",
             SEARCH_NOTE,
             "",
-            _md_table(search_header, search_rows),
+            md_table(*search_table(summary)),
             "",
         ]
-        md += ["![parameter efficiency](parameter_efficiency.png)", ""]
-    md += ["", provenance_markdown(summary.provenance)]
-    write_text_atomic(out / "report.md", "\n".join(md))
+        body += ["![parameter efficiency](parameter_efficiency.png)", ""]
+    missing = ["", _missing(summary), ""]
+    setup = _setup_lines(summary)
+    return markdown_page(_title(summary), setup, missing, summary.notes, body, summary.provenance)
 
-    images = {name: base64.b64encode(p.read_bytes()).decode() for name, p in figures.items()}
-    classes = [_verdict_class(c) for m in summary.methods for c in m.comparisons]
+
+def _method_sections_html(summary: RethinkingSummary) -> str:
     sections = []
     for m in summary.methods:
-        header, rows = tables[m.method]
         arch = (
-            f"<p>pruned architecture: <code>{html.escape(str(m.architecture.get('options', m.architecture)))}"
-            "</code> (first seed)</p>"
+            f"<p>pruned architecture: <code>{html.escape(str(_architecture(m.architecture)))}</code> (first seed)</p>"
             if m.architecture
             else ""
         )
-        sections.append(f"<h2>{html.escape(m.method)}</h2>{arch}{_html_table(header, rows)}")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p class="sub">{"<br>".join(_inline_markdown(x) for x in setup)}</p>
-{f"<p><b>{html.escape(missing.lstrip('> '))}</b></p>" if missing else ""}
-{_warnings_html(summary.notes)}
-<h2>At a glance</h2><div class="headline"><ul>{"".join(f"<li>{_inline_markdown(x)}</li>" for x in headline)}</ul></div>
-<h2>Scratch vs fine-tune, per method</h2>
-<p class="legend"><span style="background:#e6f4ea">paper's claim holds (scratch not worse)</span>
-<span style="background:#fff4e5">scratch significantly worse</span>
-<span style="background:#fdecea">inconclusive (n too small)</span></p>
-{_html_table(verdict_header, verdict_rows, classes)}
-<img src="data:image/png;base64,{images["accuracy_by_protocol.png"]}">
-{"".join(sections)}
-<h2>Fewer FLOPs, faster?</h2><img src="data:image/png;base64,{images["speedup_vs_flops.png"]}">
-{_search_html(summary, search_header, search_rows, images)}
-{provenance_html(summary.provenance)}</body></html>"""
-    write_text_atomic(out / "report.html", page)
+        table = html_table(*_method_table(m, len(summary.study.seeds)))
+        sections.append(f"<h2>{html.escape(m.method)}</h2>{arch}{table}")
+    return "".join(sections)
 
+
+def _search_html(summary: RethinkingSummary, figures: dict[str, Path]) -> str:
+    if not summary.search:
+        return ""
+    return (
+        f"<h2>Pruning as architecture search</h2><p>{inline_markdown(SEARCH_NOTE)}</p>"
+        f"{html_table(*search_table(summary))}"
+        f"{png_img(figures['parameter_efficiency.png'])}"
+    )
+
+
+_LEGEND = """<p class="legend"><span style="background:#e6f4ea">paper's claim holds (scratch not worse)</span>
+<span style="background:#fff4e5">scratch significantly worse</span>
+<span style="background:#fdecea">inconclusive (n too small)</span></p>"""
+
+
+def _html(summary: RethinkingSummary, figures: dict[str, Path]) -> str:
+    classes = [_verdict_class(c) for m in summary.methods for c in m.comparisons]
+    headline = "".join(f"<li>{inline_markdown(x)}</li>" for x in _headline(summary))
+    body = f"""<h2>At a glance</h2><div class="headline"><ul>{headline}</ul></div>
+<h2>Scratch vs fine-tune, per method</h2>
+{_LEGEND}
+{html_table(_verdict_header(summary), _verdict_rows(summary), classes)}
+{png_img(figures["accuracy_by_protocol.png"])}
+{_method_sections_html(summary)}
+<h2>Fewer FLOPs, faster?</h2>{png_img(figures["speedup_vs_flops.png"])}
+{_search_html(summary, figures)}"""
+    missing = _missing(summary).lstrip("> ")
+    setup = _setup_lines(summary)
+    return html_page(_title(summary), setup, missing, summary.notes, body, summary.provenance)
+
+
+def _figures(summary: RethinkingSummary, out: Path) -> dict[str, Path]:
+    colours = _colours(summary)  # one colour per method in every plot
+    figures = {
+        "accuracy_by_protocol.png": accuracy_by_protocol(summary, out / "accuracy_by_protocol.png", colours),
+        "speedup_vs_flops.png": speedup_vs_flops(summary, out / "speedup_vs_flops.png", colours),
+    }
+    if summary.search:
+        figures["parameter_efficiency.png"] = parameter_efficiency(
+            summary, out / "parameter_efficiency.png", colours
+        )
+    return figures
+
+
+def _write_accuracy_csv(summary: RethinkingSummary, out: Path) -> None:
     with atomic_csv(out / "accuracy.csv") as writer:
         writer.writerow(["method", "row", "n", "mean_acc", "ci_half", "epochs", "params", "flops"])
         for m in summary.methods:
@@ -467,54 +475,19 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
                 est = m.accuracy[row]
                 side = "full" if row == "large" else "pruned"
                 writer.writerow(
-                    [
-                        m.method,
-                        row,
-                        est.n,
-                        est.mean,
-                        est.half_width,
-                        _epochs(m.epochs[row]),
-                        m.params.get(side),
-                        m.flops.get(side),
-                    ]
+                    [m.method, row, est.n, est.mean, est.half_width, _epochs(m.epochs[row])]
+                    + [m.params.get(side), m.flops.get(side)]
                 )
+
+
+def _write_csvs(summary: RethinkingSummary, out: Path) -> None:
+    _write_accuracy_csv(summary, out)
     with atomic_csv(out / "verdicts.csv") as writer:
-        writer.writerow(
-            [
-                "method",
-                "protocol",
-                "mean_diff",
-                "ci_half",
-                "p_value",
-                "p_adjusted",
-                "correction",
-                "n_tests",
-                "alpha",
-                "test",
-                "n_pairs",
-                "ci_overlap",
-                "conclusion",
-            ]
-        )
-        for m in summary.methods:
-            for c in m.comparisons:
-                writer.writerow(
-                    [
-                        c.method,
-                        c.protocol,
-                        c.test.diff.mean,
-                        c.test.diff.half_width,
-                        c.p_raw,
-                        c.p_adjusted,
-                        c.p.correction,
-                        c.p.family,
-                        c.p.alpha,
-                        c.test.test,
-                        c.n_pairs,
-                        c.ci_overlap,
-                        c.conclusion,
-                    ]
-                )
+        writer.writerow(["method", "protocol", *TEST_COLUMNS, "test", "n_pairs", "ci_overlap", "conclusion"])
+        for c in (c for m in summary.methods for c in m.comparisons):
+            writer.writerow(
+                [c.method, c.protocol, *test_values(c), c.test.test, c.n_pairs, c.ci_overlap, c.conclusion]
+            )
     with atomic_csv(out / "latency.csv") as writer:
         writer.writerow(
             ["method", "device", "batch_size", "full_median_ms", "full_iqr_ms", "pruned_median_ms"]
@@ -526,4 +499,14 @@ def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> 
                     [m.method, s.device, s.batch_size, s.full_ms, s.full_iqr_ms, s.pruned_ms]
                     + [s.pruned_iqr_ms, s.speedup, s.spread, s.unreliable]
                 )
+
+
+def write_rethinking_report(summary: RethinkingSummary, out_dir: str | Path) -> Path:
+    """Write the report files into ``out_dir``; return the path of ``report.html``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(summary, out)
+    write_text_atomic(out / "report.md", _markdown(summary))
+    write_text_atomic(out / "report.html", _html(summary, figures))
+    _write_csvs(summary, out)
     return out / "report.html"

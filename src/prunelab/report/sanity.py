@@ -6,15 +6,22 @@ embedded), ``cells.csv`` (one row per variant and density) and ``verdicts.csv``.
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from pathlib import Path
 
 from prunelab.pruning.methods import METHODS
 from prunelab.report import plots
 from prunelab.report.files import atomic_csv, write_text_atomic
-from prunelab.report.provenance import provenance_html, provenance_markdown
+from prunelab.report.page import (
+    TEST_COLUMNS,
+    html_page,
+    html_table,
+    inline_markdown,
+    markdown_page,
+    md_table,
+    png_img,
+    test_values,
+)
 from prunelab.spec.studies import SanityStudy
 from prunelab.summaries.sanity import SanitySummary, Verdict, ticket_family
 from prunelab.summaries.stats import INCONCLUSIVE, MIN_PAIRS, AdjustedP, Estimate, describe_correction
@@ -59,15 +66,6 @@ def _adjusted_header(correction: str) -> str:
 def _correction_text(ps: list[AdjustedP], correction: str, alpha: float) -> str:
     """Which correction was applied to ``ps`` (one family) and over how many tests."""
     return describe_correction(correction, ps[0].family if ps else 0, alpha)
-
-
-def _warnings_md(notes: list[str]) -> list[str]:
-    # A blank line after each: consecutive ">" lines would merge into one paragraph.
-    return [line for note in notes for line in (f"> **Warning:** {note}", "")]
-
-
-def _warnings_html(notes: list[str]) -> str:
-    return "".join(f'<p class="warning"><b>Warning:</b> {html.escape(note)}</p>' for note in notes)
 
 
 def _verdict_list(verdicts: list[Verdict]) -> str:
@@ -161,21 +159,6 @@ def _accuracy_table(summary: SanitySummary) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def _html_table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{classes[i]}"' if classes else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def _ticket_line(study: SanityStudy) -> str:
     rounds = (
         f"IMP removing {study.imp_fraction:g} of the remaining weights per round"
@@ -226,40 +209,8 @@ def _setup_lines(summary: SanitySummary) -> list[str]:
     ]
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
-color:#222}
-h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:1em 0;font-size:14px} th,td{border:1px solid #ddd;padding:4px 8px;
-text-align:left} th{background:#f4f4f4}
-tr.hurts td{background:#e6f4ea} tr.neutral td{background:#fdecea} tr.helps td{background:#fff4e5}
-.headline{background:#f7f9fc;border-left:4px solid #3b6fb6;padding:.6em 1em} img{max-width:100%}
-.legend span{padding:2px 6px;margin-right:8px} code{background:#f4f4f4;padding:1px 4px}
-tr.inconclusive td{background:#f0f0f0;color:#555}
-.warning{background:#fff4e5;border-left:4px solid #e69500;padding:.4em 1em}
-"""
-
-
-def _inline_markdown(text: str) -> str:
-    escaped = html.escape(text)
-    parts = escaped.split("**")
-    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts)).replace("`", "")
-
-
-def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
-    """Write the report files into ``out_dir``; return the path of ``report.html``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    colours = plots.sanity_colours(summary)  # one colour per method in every plot
-    figures = {
-        "accuracy_vs_density.png": plots.accuracy_vs_density(
-            summary, out / "accuracy_vs_density.png", colours
-        ),
-        "check_effects.png": plots.check_effects(summary, out / "check_effects.png", colours),
-        "layer_densities.png": plots.layer_densities(summary, out / "layer_densities.png", colours),
-    }
-    headline = _headline(summary)
-    verdict_header = [
+def _verdict_header(summary: SanitySummary) -> list[str]:
+    return [
         "method",
         "family",
         "check",
@@ -269,30 +220,25 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
         "n (pairs)",
         "verdict",
     ]
-    verdict_rows = _verdict_rows(summary.verdicts)
+
+
+def _markdown(summary: SanitySummary) -> str:
     acc_header, acc_rows = _accuracy_table(summary)
-    title = f"Sanity-check study: {summary.study.name}"
     missing = (
         f"\n\n> {summary.missing} run(s) not finished; their cells are missing.\n" if summary.missing else ""
     )
-
-    md = [
-        f"# {title}",
-        "",
-        *[f"- {line}" for line in _setup_lines(summary)],
-        missing,
-        *_warnings_md(summary.notes),
+    body = [
         "## At a glance",
         "",
-        *[f"- {line}" for line in headline],
+        *[f"- {line}" for line in _headline(summary)],
         "",
         "## Verdict per method and check",
         "",
-        _md_table(verdict_header, verdict_rows),
+        md_table(_verdict_header(summary), _verdict_rows(summary.verdicts)),
         "",
         "## Test accuracy (%)",
         "",
-        _md_table(acc_header, acc_rows),
+        md_table(acc_header, acc_rows),
         "",
         "## Plots",
         "",
@@ -303,81 +249,80 @@ def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
         "![per-layer densities](layer_densities.png)",
         "",
     ]
-    md += ["", provenance_markdown(summary.provenance)]
-    write_text_atomic(out / "report.md", "\n".join(md))
+    setup = _setup_lines(summary)
+    return markdown_page(_title(summary), setup, [missing], summary.notes, body, summary.provenance)
 
-    classes = [_verdict_class(v) for v in summary.verdicts]
-    images = {name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()}
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p class="sub">{"<br>".join(_inline_markdown(x) for x in _setup_lines(summary))}</p>
-{f"<p><b>{summary.missing} run(s) not finished.</b></p>" if summary.missing else ""}
-{_warnings_html(summary.notes)}
-<h2>At a glance</h2><div class="headline"><ul>{"".join(f"<li>{_inline_markdown(x)}</li>" for x in headline)}</ul></div>
-<h2>Verdict per method and check</h2>
-<p class="legend"><span style="background:#e6f4ea">check hurts: method uses that information (passes)</span>
+
+_LEGEND = """<p class="legend"><span style="background:#e6f4ea">check hurts: method uses that information (passes)</span>
 <span style="background:#fdecea">no significant effect (fails the check)</span>
 <span style="background:#fff4e5">check helps</span>
-<span style="background:#f0f0f0">inconclusive (n too small)</span></p>
-{_html_table(verdict_header, verdict_rows, classes)}
-<h2>Accuracy against density</h2><img src="data:image/png;base64,{images["accuracy_vs_density.png"]}">
-{_html_table(acc_header, acc_rows)}
-<h2>What each check does</h2><img src="data:image/png;base64,{images["check_effects.png"]}">
-<h2>Per-layer densities of each method's mask</h2><img src="data:image/png;base64,{images["layer_densities.png"]}">
-{provenance_html(summary.provenance)}</body></html>"""
-    write_text_atomic(out / "report.html", page)
+<span style="background:#f0f0f0">inconclusive (n too small)</span></p>"""
 
+
+def _html(summary: SanitySummary, figures: dict[str, Path]) -> str:
+    acc_header, acc_rows = _accuracy_table(summary)
+    classes = [_verdict_class(v) for v in summary.verdicts]
+    headline = "".join(f"<li>{inline_markdown(x)}</li>" for x in _headline(summary))
+    body = f"""<h2>At a glance</h2><div class="headline"><ul>{headline}</ul></div>
+<h2>Verdict per method and check</h2>
+{_LEGEND}
+{html_table(_verdict_header(summary), _verdict_rows(summary.verdicts), classes)}
+<h2>Accuracy against density</h2>{png_img(figures["accuracy_vs_density.png"])}
+{html_table(acc_header, acc_rows)}
+<h2>What each check does</h2>{png_img(figures["check_effects.png"])}
+<h2>Per-layer densities of each method's mask</h2>{png_img(figures["layer_densities.png"])}"""
+    missing = f"{summary.missing} run(s) not finished." if summary.missing else ""
+    setup = _setup_lines(summary)
+    return html_page(_title(summary), setup, missing, summary.notes, body, summary.provenance)
+
+
+def _title(summary: SanitySummary) -> str:
+    return f"Sanity-check study: {summary.study.name}"
+
+
+def _figures(summary: SanitySummary, out: Path) -> dict[str, Path]:
+    colours = plots.sanity_colours(summary)  # one colour per method in every plot
+    return {
+        "accuracy_vs_density.png": plots.accuracy_vs_density(
+            summary, out / "accuracy_vs_density.png", colours
+        ),
+        "check_effects.png": plots.check_effects(summary, out / "check_effects.png", colours),
+        "layer_densities.png": plots.layer_densities(summary, out / "layer_densities.png", colours),
+    }
+
+
+def _write_csvs(summary: SanitySummary, out: Path) -> None:
     with atomic_csv(out / "cells.csv") as writer:
         writer.writerow(
             ["variant", "group", "method", "check", "allocation", "density", "n", "mean_acc", "ci_half"]
         )
         for c in summary.cells:
+            var, acc = c.variant, c.accuracy
             writer.writerow(
                 [
-                    c.variant.label,
-                    c.variant.group,
-                    c.variant.method,
-                    c.variant.check,
-                    c.variant.allocation,
+                    var.label,
+                    var.group,
+                    var.method,
+                    var.check,
+                    var.allocation,
                     c.density,
-                    c.accuracy.n,
-                    c.accuracy.mean,
-                    c.accuracy.half_width,
+                    acc.n,
+                    acc.mean,
+                    acc.half_width,
                 ]
             )
     with atomic_csv(out / "verdicts.csv") as writer:
-        writer.writerow(
-            [
-                "method",
-                "check",
-                "mean_diff",
-                "ci_half",
-                "p_value",
-                "p_adjusted",
-                "correction",
-                "n_tests",
-                "alpha",
-                "test",
-                "n_pairs",
-                "conclusion",
-            ]
-        )
+        writer.writerow(["method", "check", *TEST_COLUMNS, "test", "n_pairs", "conclusion"])
         for v in summary.verdicts:
-            writer.writerow(
-                [
-                    v.method,
-                    v.check,
-                    v.test.diff.mean,
-                    v.test.diff.half_width,
-                    v.p_raw,
-                    v.p_adjusted,
-                    v.p.correction,
-                    v.p.family,
-                    v.p.alpha,
-                    v.test.test,
-                    v.n_pairs,
-                    v.conclusion,
-                ]
-            )
+            writer.writerow([v.method, v.check, *test_values(v), v.test.test, v.n_pairs, v.conclusion])
+
+
+def write_sanity_report(summary: SanitySummary, out_dir: str | Path) -> Path:
+    """Write the report files into ``out_dir``; return the path of ``report.html``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(summary, out)
+    write_text_atomic(out / "report.md", _markdown(summary))
+    write_text_atomic(out / "report.html", _html(summary, figures))
+    _write_csvs(summary, out)
     return out / "report.html"
