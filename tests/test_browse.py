@@ -185,7 +185,9 @@ def test_one_line_errors(runs_dir: Path, tmp_path: Path) -> None:
     assert "\n" not in message and "'accuracy'" in message
     assert "final_test_acc" in message and "pruning.method" in message  # names the valid columns
 
-    with pytest.raises(PrunelabError, match=r"^unknown status 'finished'; valid choices: done, failed, interrupted, running$"):
+    with pytest.raises(
+        PrunelabError, match=r"^unknown status 'finished'; valid choices: done, failed, interrupted, running$"
+    ):
         run_rows(runs_dir, status="finished")
     with pytest.raises(
         PrunelabError, match=r"^no run belongs to study 'rethinking'; recorded studies: lottery, sanity$"

@@ -6,7 +6,7 @@ latency flagged, and one colour per method with a legend that explains the hatch
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from helpers import TRAIN, borderline_drops, hand_sanity_study, sanity_results
 from prunelab.report import plots
 from prunelab.report.lottery import write_lottery_report
 from prunelab.report.rethinking import write_rethinking_report
@@ -27,39 +28,12 @@ from prunelab.studies import lottery as lottery_study
 from prunelab.studies import rethinking as rethinking_study
 from prunelab.studies import sanity as sanity_study
 from prunelab.summaries.rethinking import latency_measurements
-from prunelab.summaries.sanity import Variant
 from prunelab.summaries.stats import INCONCLUSIVE
 from prunelab.training.config import TrainConfig
 
-TRAIN = TrainConfig(epochs=1, batch_size=32, lr=0.05)
-
 
 def sanity(seeds: tuple[int, ...], **update: Any) -> SanityStudy:
-    return SanityStudy(
-        name="hand",
-        data=DataSpec(name="synthetic"),
-        model=ModelSpec(name="mlp", options={"hidden": [8]}),
-        train=TRAIN,
-        methods=("magnitude", "synflow"),
-        densities=(0.5,),
-        seeds=seeds,
-        checks=("shuffle_mask", "invert"),
-        random_tickets=("uniform",),
-        **update,
-    )
-
-
-def sanity_results(study: SanityStudy, acc: Callable[[Variant, int], float]) -> dict[str, dict[str, Any]]:
-    """A finished result for every run of ``study``, keyed by run hash, accuracy ``acc(variant, seed)``."""
-    return {
-        run.spec.run_hash(): {"status": "done", "final_test_acc": acc(run.variant, run.seed), "per_layer": []}
-        for run in sanity_study.study_runs(study)
-    }
-
-
-def _borderline(variant: Variant, seed: int) -> float:
-    # Every check lowers accuracy by 0.1, 0.2, 0.2 over seeds 0..2: raw p = 0.0377 each, 4 tests.
-    return 0.8 - (0.0 if variant.check == "none" else (0.1, 0.2, 0.2)[seed])
+    return hand_sanity_study(seeds, ("magnitude", "synflow"), **update)
 
 
 @pytest.fixture
@@ -134,7 +108,7 @@ def test_sanity_report_names_the_correction_and_hatches_by_adjusted_p(
     tmp_path: Path, figures: dict[str, Figure]
 ) -> None:
     study = sanity((0, 1, 2))
-    summary = sanity_study.summarize(study, sanity_results(study, _borderline))
+    summary = sanity_study.summarize(study, sanity_results(study, borderline_drops))
     write_sanity_report(summary, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Holm-Bonferroni correction over 4 tests (family-wise alpha = 0.05)" in md
@@ -167,7 +141,9 @@ def test_sanity_report_names_the_correction_and_hatches_by_adjusted_p(
 
     figures.clear()
     none = sanity((0, 1, 2), correction="none")
-    write_sanity_report(sanity_study.summarize(none, sanity_results(none, _borderline)), tmp_path / "none")
+    write_sanity_report(
+        sanity_study.summarize(none, sanity_results(none, borderline_drops)), tmp_path / "none"
+    )
     assert (
         "no multiple-comparison correction: 4 tests, each at alpha = 0.05"
         in (tmp_path / "none" / "report.md").read_text()
@@ -199,7 +175,7 @@ def test_lottery_report_names_the_correction_over_both_learning_rates(tmp_path: 
     )
     results: dict[str, dict[str, Any]] = {}
     for lr in study.learning_rates:
-        results |= sanity_results(study.at_lr(lr), _borderline)
+        results |= sanity_results(study.at_lr(lr), borderline_drops)
     write_lottery_report(lottery_study.summarize_lottery(study, results), tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Holm-Bonferroni correction over 2 tests" in md

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from helpers import TRAIN, borderline_drops, hand_sanity_study, sanity_results
 from prunelab.report.sanity import _pct, _pp
 from prunelab.spec import DataSpec, ModelSpec
 from prunelab.spec.studies import MethodSpec, RethinkingStudy, SanityStudy
@@ -17,7 +18,6 @@ from prunelab.studies import lottery as lottery_study
 from prunelab.studies import rethinking as rethinking_study
 from prunelab.studies import sanity as sanity_study
 from prunelab.studies.registry import STUDIES
-from prunelab.summaries.sanity import Variant
 from prunelab.summaries.stats import (
     INCONCLUSIVE,
     Estimate,
@@ -28,35 +28,9 @@ from prunelab.summaries.stats import (
 )
 from prunelab.training.config import TrainConfig
 
-TRAIN = TrainConfig(epochs=1, batch_size=32, lr=0.05)
-
 
 def sanity(seeds: tuple[int, ...], **update: Any) -> SanityStudy:
-    return SanityStudy(
-        name="hand",
-        data=DataSpec(name="synthetic"),
-        model=ModelSpec(name="mlp", options={"hidden": [8]}),
-        train=TRAIN,
-        methods=("magnitude",),
-        densities=(0.5,),
-        seeds=seeds,
-        checks=("shuffle_mask", "invert"),
-        random_tickets=("uniform",),
-        **update,
-    )
-
-
-def sanity_results(study: SanityStudy, acc: Callable[[Variant, int], float]) -> dict[str, dict[str, Any]]:
-    """A finished result for every run of ``study``, its accuracy from ``acc(variant, seed)``."""
-    return {
-        run.spec.run_hash(): {"status": "done", "final_test_acc": acc(run.variant, run.seed), "per_layer": []}
-        for run in sanity_study.study_runs(study)
-    }
-
-
-# Both checks lower accuracy by 0.1, 0.2, 0.2 over seeds 0, 1, 2: paired t = -5, df 2, p = 0.0377 each.
-def _two_borderline_drops(variant: Variant, seed: int) -> float:
-    return 0.8 - (0.0 if variant.check == "none" else (0.1, 0.2, 0.2)[seed])
+    return hand_sanity_study(seeds, ("magnitude",), **update)
 
 
 def test_holm_and_bonferroni_by_hand() -> None:
@@ -130,7 +104,7 @@ def test_two_seed_sanity_summary_keeps_unclipped_data() -> None:
 
 def test_holm_turns_two_borderline_drops_into_no_verdict() -> None:
     holm = sanity((0, 1, 2))
-    summary = sanity_study.summarize(holm, sanity_results(holm, _two_borderline_drops))
+    summary = sanity_study.summarize(holm, sanity_results(holm, borderline_drops))
     for v in summary.verdicts:
         assert v.p_raw == pytest.approx(0.0377, abs=1e-3)  # significant on its own...
         assert v.p_adjusted == pytest.approx(2 * v.p_raw)  # ...not after Holm over 2 tests
@@ -139,10 +113,10 @@ def test_holm_turns_two_borderline_drops_into_no_verdict() -> None:
     lines = STUDIES.get("sanity").conclusions(summary)
     assert any("Holm-Bonferroni correction over 2 tests" in line for line in lines)
     uncorrected = sanity((0, 1, 2), correction="none")
-    raw = sanity_study.summarize(uncorrected, sanity_results(uncorrected, _two_borderline_drops))
+    raw = sanity_study.summarize(uncorrected, sanity_results(uncorrected, borderline_drops))
     assert all(v.passes and v.conclusion.startswith("hurts") for v in raw.verdicts)
     bonferroni = sanity((0, 1, 2), correction="bonferroni", alpha=0.1)
-    wide = sanity_study.summarize(bonferroni, sanity_results(bonferroni, _two_borderline_drops))
+    wide = sanity_study.summarize(bonferroni, sanity_results(bonferroni, borderline_drops))
     assert all(v.passes and v.p.alpha == 0.1 for v in wide.verdicts)  # 0.075 < 0.1
 
 
@@ -169,7 +143,7 @@ def test_lottery_verdicts_are_one_family_across_learning_rates() -> None:
     )
     results: dict[str, dict[str, Any]] = {}
     for lr in study.learning_rates:
-        results |= sanity_results(study.at_lr(lr), _two_borderline_drops)
+        results |= sanity_results(study.at_lr(lr), borderline_drops)
     summary = lottery_study.summarize_lottery(study, results)
     verdicts = [v for _, sub in summary.per_lr for v in sub.verdicts]
     assert len(verdicts) == 2 and all(v.p.family == 2 for v in verdicts)

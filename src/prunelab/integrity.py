@@ -18,8 +18,21 @@ from typing import Any
 _UNSEALED = {"result.json", "checkpoint.pt", "error.json"}
 
 
+#: Digests already computed in this process, by (path, size, mtime): a parent read back by every
+#: ticket that builds on it is hashed once, and any rewrite of the file changes the key.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks; remembered while the file is unchanged)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _hash_file(path)
+    return _DIGESTS[key]
+
+
+def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -419,55 +419,52 @@ def _smart_ratio_counts(ctx: AllocationContext, decay: str) -> Counts:
 
 _SMART_RATIO_OPTIONS = {"variant": "auto", "linear_keep_ratio": 0.3}
 
-
-@register_allocation(
-    "smart_ratio",
-    description="Su et al.'s data-free ratios: quadratic decay with depth, classifier fixed at 30%",
-    paper="Su et al. 2020 (random tickets)",
-    options=_SMART_RATIO_OPTIONS,
+#: Su et al.'s smart ratios and their ablations: (name, decay of q_l, description, paper).
+_SMART_RATIO_VARIANTS = (
+    (
+        "smart_ratio",
+        "quadratic",
+        "Su et al.'s data-free ratios: quadratic decay with depth, classifier fixed at 30%",
+        "Su et al. 2020 (random tickets)",
+    ),
+    (
+        "smart_ratio_linear_decay",
+        "linear",
+        "smart-ratio ablation: q_l = L-l+1 (linear decay), classifier fixed at 30%",
+        "Su et al. 2020 (--linear_decay ablation)",
+    ),
+    (
+        "smart_ratio_ascend",
+        "ascend",
+        "smart-ratio ablation: q_l = l^2+l (increasing with depth), classifier fixed at 30%",
+        "Su et al. 2020 (--ascend ablation)",
+    ),
+    (
+        "smart_ratio_cubic",
+        "cubic",
+        "smart-ratio ablation: q_l = (L-l+1)^3 (cubic decay), classifier fixed at 30%",
+        "Su et al. 2020 (--cubic ablation)",
+    ),
+    (
+        "smart_ratio_uniform",
+        "uniform",
+        "smart-ratio ablation: every non-classifier layer the same ratio, classifier fixed at 30%",
+        "Su et al. 2020 (--uniform ablation)",
+    ),
 )
-def smart_ratio_allocation(ctx: AllocationContext) -> Counts:
-    return _smart_ratio_counts(ctx, "quadratic")
 
 
-@register_allocation(
-    "smart_ratio_linear_decay",
-    description="smart-ratio ablation: q_l = L-l+1 (linear decay), classifier fixed at 30%",
-    paper="Su et al. 2020 (--linear_decay ablation)",
-    options=_SMART_RATIO_OPTIONS,
-)
-def smart_ratio_linear_decay_allocation(ctx: AllocationContext) -> Counts:
-    return _smart_ratio_counts(ctx, "linear")
+def _smart_ratio_rule(decay: str) -> AllocationFn:
+    def rule(ctx: AllocationContext) -> Counts:
+        return _smart_ratio_counts(ctx, decay)
+
+    return rule
 
 
-@register_allocation(
-    "smart_ratio_ascend",
-    description="smart-ratio ablation: q_l = l^2+l (increasing with depth), classifier fixed at 30%",
-    paper="Su et al. 2020 (--ascend ablation)",
-    options=_SMART_RATIO_OPTIONS,
-)
-def smart_ratio_ascend_allocation(ctx: AllocationContext) -> Counts:
-    return _smart_ratio_counts(ctx, "ascend")
-
-
-@register_allocation(
-    "smart_ratio_cubic",
-    description="smart-ratio ablation: q_l = (L-l+1)^3 (cubic decay), classifier fixed at 30%",
-    paper="Su et al. 2020 (--cubic ablation)",
-    options=_SMART_RATIO_OPTIONS,
-)
-def smart_ratio_cubic_allocation(ctx: AllocationContext) -> Counts:
-    return _smart_ratio_counts(ctx, "cubic")
-
-
-@register_allocation(
-    "smart_ratio_uniform",
-    description="smart-ratio ablation: every non-classifier layer the same ratio, classifier fixed at 30%",
-    paper="Su et al. 2020 (--uniform ablation)",
-    options=_SMART_RATIO_OPTIONS,
-)
-def smart_ratio_uniform_allocation(ctx: AllocationContext) -> Counts:
-    return _smart_ratio_counts(ctx, "uniform")
+for _name, _decay, _description, _paper in _SMART_RATIO_VARIANTS:
+    register_allocation(_name, description=_description, paper=_paper, options=_SMART_RATIO_OPTIONS)(
+        _smart_ratio_rule(_decay)
+    )
 
 
 def like_mask(reference: Mask) -> AllocationFn:

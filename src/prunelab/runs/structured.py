@@ -333,13 +333,14 @@ def validate_structured(spec: StructuredRunSpec, context: RunContext) -> None:
     from prunelab.errors import PrunelabError
     from prunelab.pruning.structured import STRUCTURED_METHODS, large_model_hooks, prune_structured
 
-    _, model = check_model_fits(spec, context.data_dir)
+    data = check_model_fits(spec, context.data_dir)
     if spec.method is None:
         return
     entry = STRUCTURED_METHODS.get(spec.method)
     key = spec.model_copy(update={"stage": "prune", "seed": 0}).canonical()
     if key in _PRUNABLE:
         return
+    model = build_model(spec.model.name, data.input_shape, data.num_classes, seed=0, **spec.model.options)
     if entry.trains_large_model:
         large_model_hooks(spec.method, model, spec.options)
     if not entry.needs_data:

@@ -77,11 +77,10 @@ def dataset_for(spec: Any, data_dir: str | Path | None, device: torch.device) ->
 _FITTING: dict[str, None] = {}
 
 
-def check_model_fits(spec: Any, data_dir: str | Path | None) -> tuple[DataBundle, torch.nn.Module]:
-    """Load ``spec.data`` (on CPU, cached) and build ``spec.model`` for it, checking with a forward
-    pass of two test examples that the model accepts the data and outputs one logit per class.
-
-    Returns the data and a freshly built model (seed 0) for further checks.
+def check_model_fits(spec: Any, data_dir: str | Path | None) -> DataBundle:
+    """Load ``spec.data`` (on CPU, cached) and check, once per (data, model) pair and process, that
+    ``spec.model`` builds with its options, accepts the data and outputs one logit per class (a
+    forward pass of two test examples). Returns the data.
 
     Raises:
         PrunelabError: a bad model option, or a model that does not fit the data (one line).
@@ -89,9 +88,9 @@ def check_model_fits(spec: Any, data_dir: str | Path | None) -> tuple[DataBundle
     options = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in spec.data.options.items()))
     data = _cached_dataset(spec.data.name, options, None if data_dir is None else str(data_dir), "cpu")
     key = json.dumps([spec.data.model_dump(mode="json"), spec.model.model_dump(mode="json")], sort_keys=True)
-    model = build_model(spec.model.name, data.input_shape, data.num_classes, seed=0, **spec.model.options)
     if key in _FITTING:
-        return data, model
+        return data
+    model = build_model(spec.model.name, data.input_shape, data.num_classes, seed=0, **spec.model.options)
     try:
         with torch.no_grad():
             out = model.eval()(data.test_x[:2].cpu())
@@ -107,7 +106,7 @@ def check_model_fits(spec: Any, data_dir: str | Path | None) -> tuple[DataBundle
             f"{spec.data.name!r}, which has {data.num_classes} classes"
         )
     _FITTING[key] = None
-    return data, model
+    return data
 
 
 def validate_training(spec: RunSpec, context: RunContext) -> None:
