@@ -102,8 +102,8 @@ def test_train_run_runs_and_report(tmp_path: Path, capsys: pytest.CaptureFixture
         (["prune", "--method", "snipp", "--density", "0.1", "--out", "x"], "unknown method 'snipp'"),
         (["prune", "--method", "snip", "--density", "1.5", "--out", "x"], "density must be in (0, 1]"),
         (
-            ["prune", "--dataset", "imagenet", "--method", "snip", "--density", "0.1", "--out", "x"],
-            "unknown dataset 'imagenet'",
+            ["prune", "--dataset", "imagenet22k", "--method", "snip", "--density", "0.1", "--out", "x"],
+            "unknown dataset 'imagenet22k'",
         ),
         (["train", "--dataset", "synthetic", "--method", "snip"], "--method and --density go together"),
         (["train", "--dataset", "synthetic", "--epochs", "-3"], "epochs"),

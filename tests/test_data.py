@@ -547,9 +547,9 @@ def test_synthetic_image_shape_and_independent_test_set() -> None:
 
 def test_unknown_dataset_lists_valid_choices() -> None:
     with pytest.raises(PrunelabError) as info:
-        load_dataset("imagenet")
+        load_dataset("imagenet22k")
     message = str(info.value)
-    assert "imagenet" in message and "\n" not in message
+    assert "imagenet22k" in message and "\n" not in message
     for name in ("mnist1d", "digits", "cifar10", "cifar100", "synthetic"):
         assert name in message
 
@@ -562,7 +562,9 @@ def test_unknown_option_is_one_line() -> None:
 
 
 def test_registry_entries_and_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set(DATASETS.names()) == {"mnist1d", "digits", "cifar10", "cifar100", "synthetic"}
+    assert {"mnist1d", "digits", "cifar10", "cifar100", "synthetic", "svhn", "mnist1d_shift"} <= set(
+        DATASETS.names()
+    )
     for name, entry in DATASETS.items():
         assert entry.description and "\n" not in entry.description, name
     assert DATASETS.get("digits").embedded and not DATASETS.get("cifar10").embedded

@@ -14,7 +14,9 @@ from prunelab.models.vgg import VGG_CONFIGS
 
 CIFAR = (3, 32, 32)
 SEQUENCE_MODELS = ("cnn1d",)
-IMAGE_MODELS = tuple(name for name in MODELS if MODELS.get(name).input_rank == 2)
+#: The CIFAR-sized registry; the ImageNet models (tens of millions of weights) have their own tests.
+SMALL_MODELS = tuple(name for name in MODELS if not name.startswith("imagenet_"))
+IMAGE_MODELS = tuple(name for name in SMALL_MODELS if MODELS.get(name).input_rank == 2)
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
@@ -39,6 +41,10 @@ def test_registered_names_and_families() -> None:
         **{f"su_resnet{d}": "resnet" for d in (32, 56)},
         "preresnet164": "resnet",
         "densenet40": "vgg",  # no residual blocks; Su et al.'s non-ResNet smart-ratio rule
+        **{f"imagenet_resnet{d}": "resnet" for d in (18, 34, 50, 101, 152)},
+        "imagenet_wide_resnet50_2": "wrn",
+        "imagenet_wide_resnet101_2": "wrn",
+        "imagenet_vgg16_bn": "vgg",
     }
     assert set(MODELS.names()) == set(expected)
     for name, family in expected.items():
@@ -158,7 +164,7 @@ def test_vgg_cifar_feature_map_is_2x2_and_width_scales() -> None:
     assert half.classifier.in_features == 256
 
 
-@pytest.mark.parametrize("name", list(MODELS.names()))
+@pytest.mark.parametrize("name", SMALL_MODELS)
 def test_forward_shape_small_input(name: str) -> None:
     rank = MODELS.get(name).input_rank
     shape = {0: (1, 40), 1: (1, 40), 2: (3, 8, 8)}[rank]

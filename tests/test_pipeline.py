@@ -145,6 +145,9 @@ STUDY_YAML = {
     "lottery": "study: lottery\nname: y-lottery\nlevels: [1]\nseeds: [0]\nlearning_rates: [0.1, 0.01]\n",
     "rethinking": "study: rethinking\nname: y-rethinking\nmodel: {name: cnn1d, options: {bn: true, channels: 6}}\n"
     "methods: [l1norm]\nseeds: [0]\n",
+    "scaling": "study: scaling\nname: y-scaling\nsizes: [{family: mlp, axis: width, models: "
+    "[{name: mlp, options: {hidden: [4]}}, {name: mlp, options: {hidden: [8]}}], values: [4, 8]}]\n"
+    "densities: [0.5]\nschemes: [erk_plus]\nseeds: [0]\n",
 }
 
 

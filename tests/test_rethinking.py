@@ -107,7 +107,7 @@ def test_presets() -> None:
     )
     assert rethinking_preset("paper", methods=["slimming"]).train == TrainConfig()  # the paper's 160 epochs
     with pytest.raises(PrunelabError, match="valid choices"):
-        rethinking_preset("small", dataset="imagenet")
+        rethinking_preset("small", dataset="imagenet22k")
 
 
 @pytest.mark.slow
@@ -188,7 +188,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
         ["--seeds", "0"],
         ["--epochs", "0"],
         ["--workers", "0"],
-        ["--dataset", "imagenet"],
+        ["--dataset", "imagenet22k"],
         ["--method-option", "l1norm.percent=0.5"],
         ["--method-option", "ratio=0.5"],
         ["--device", "tpu"],

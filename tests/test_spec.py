@@ -50,7 +50,7 @@ def test_every_field_matters() -> None:
         ({"pruning": {"method": "snipp", "density": 0.1}}, "unknown method 'snipp'"),
         ({"pruning": {"method": "snip", "density": 2}}, r"density must be in \(0, 1\]"),
         ({"pruning": {"method": "snip", "density": 0.1, "checks": ["nope"]}}, "unknown check 'nope'"),
-        ({"data": {"name": "imagenet"}}, "unknown dataset 'imagenet'"),
+        ({"data": {"name": "imagenet22k"}}, "unknown dataset 'imagenet22k'"),
         ({"model": {"name": "resnet"}}, "unknown model 'resnet'"),
         ({"train": {"epochs": -1}}, "train.epochs"),
         ({"trian": {}}, "trian"),

@@ -492,3 +492,25 @@ def test_a_failed_plot_leaves_the_old_png(tmp_path: Path, monkeypatch: pytest.Mo
         write_sanity_report(summary, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} == before and html.is_file()
     assert not list(tmp_path.glob(".*"))
+
+
+def test_threads_reach_every_run_whatever_the_runner(tmp_path: Path) -> None:
+    """``--threads`` is recorded in each run's provenance, inline and in a process pool alike."""
+    from prunelab.runners import run_specs
+    from prunelab.spec import RunSpec, parse_model
+
+    specs = [
+        parse_model(
+            RunSpec,
+            {
+                "data": {"name": "mnist1d", "options": {"num_samples": 200}},
+                "model": {"name": "mlp", "options": {"hidden": [8]}},
+                "train": {"epochs": 1, "batch_size": 40},
+                "seed": seed,
+            },
+        )
+        for seed in (0, 1)
+    ]
+    for workers in (1, 2):
+        results = run_specs(specs, tmp_path / f"w{workers}", workers=workers, threads=2, progress=False)
+        assert [r["provenance"]["num_threads"] for r in results] == [2, 2]

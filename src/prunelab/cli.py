@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 
 from prunelab.cli_options import (  # noqa: E402
+    ADDRESS,
+    BACKEND,
     DATA_DIR,
     DEVICE,
     FORCE,
@@ -98,6 +100,14 @@ def train_cmd(
     lr: float = typer.Option(None, "--lr", help="Initial learning rate."),
     batch_size: int = typer.Option(None, "--batch-size", help="Batch size."),
     seed: int = typer.Option(0, "--seed", help="Run seed."),
+    nproc: int = typer.Option(
+        None,
+        "--nproc",
+        min=1,
+        help="Train in N processes with DistributedDataParallel (sets train.nproc; gloo on CPU, "
+        "one GPU each with nccl): --batch-size stays the global batch and must be divisible by N. "
+        "Under torchrun it defaults to the world size (leave it out there: torchrun's parser takes it).",
+    ),
     model_option: list[str] = MODEL_OPTION,
     set_: list[str] = SET,
     plugin: list[str] = PLUGIN,
@@ -108,7 +118,8 @@ def train_cmd(
     device: str = DEVICE,
 ) -> None:
     """Train one (optionally pruned) model as a stored run; a finished run is reused, a killed one
-    resumes. Trained-weights methods first train (or reuse) the dense trunk and earlier IMP rounds."""
+    resumes. Trained-weights methods first train (or reuse) the dense trunk and earlier IMP rounds.
+    With --nproc N the run trains in N processes (its own run: the hash includes nproc)."""
     from prunelab.plugins import load_plugins
     from prunelab.spec import RunSpec, parse_model
 
@@ -127,16 +138,28 @@ def train_cmd(
             "checks": commands.split_names(check),
             "ticket": ticket,
         }
+    from prunelab.training.distributed import torchrun_world_size, under_torchrun
+
     payload = commands.run_payload(
         dataset=dataset,
         model=model,
         seed=seed,
         model_options=model_option,
         pruning=pruning,
-        train={"epochs": epochs, "lr": lr, "batch_size": batch_size},
+        train={
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "nproc": nproc if nproc is not None else torchrun_world_size(),
+        },
     )
     spec = parse_model(RunSpec, commands.apply_sets(payload, set_), "run")
-    commands.run_one(spec, runs_dir, data_dir, device, force, typer.echo, threads)
+    # Launched by torchrun: rank 0 runs the command, the other ranks follow its trainings.
+    under_torchrun(
+        lambda: commands.run_one(spec, runs_dir, data_dir, device, force, typer.echo, threads),
+        spec.train.nproc,
+        device,
+    )
 
 
 @app.command("run")
@@ -155,10 +178,63 @@ def run_cmd(
     runs_dir: Path = RUNS_DIR,
     data_dir: Path = DATA_DIR,
     device: str = DEVICE,
+    backend: str = BACKEND,
+    address: str = ADDRESS,
 ) -> None:
     """Run a spec file: a single run, or a whole study followed by its report."""
-    where = commands.Execution(runs_dir, out, workers, data_dir, device, force, tuple(plugin or []), threads)
+    where = commands.Execution(
+        runs_dir,
+        out,
+        workers,
+        data_dir,
+        device,
+        force,
+        tuple(plugin or []),
+        threads,
+        backend=backend,
+        address=address,
+    )
     commands.run_spec_file(spec_file, set_ or [], where, typer.echo)
+
+
+@app.command()
+def evaluate(
+    study: str = typer.Option(None, "--study", help="Evaluate every finished run of this study (its name)."),
+    run: list[str] = typer.Option(None, "--run", help="A run to evaluate (name or hash; repeatable)."),
+    metrics: str = typer.Option(
+        "all", "--metrics", help="Comma-separated: calibration, ood, adversarial, shift, or all."
+    ),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Set an evaluation field: path=value, e.g. epsilons=[0,0.1], ood=[svhn], pgd_steps=20.",
+    ),
+    plugin: list[str] = PLUGIN,
+    force: bool = FORCE,
+    workers: int = WORKERS,
+    threads: int = THREADS,
+    out: Path = REPORT_OUT,
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path = DATA_DIR,
+    device: str = DEVICE,
+    backend: str = BACKEND,
+    address: str = ADDRESS,
+) -> None:
+    """Measure calibration, OOD detection, adversarial and shift robustness of finished runs (each
+    evaluation is stored beside its run and computed once), then write a report."""
+    where = commands.Execution(
+        runs_dir,
+        out,
+        workers,
+        data_dir,
+        device,
+        force,
+        tuple(plugin or []),
+        threads,
+        backend=backend,
+        address=address,
+    )
+    commands.evaluate_command(study, run or [], commands.split_names(metrics), set_ or [], where, typer.echo)
 
 
 @app.command()

@@ -22,6 +22,10 @@ HELP = {
     "set": "Set any spec field: path=value (repeatable; YAML value), e.g. train.momentum=0.95.",
     "force": "Recompute finished runs.",
     "threads": "Torch threads per run (results depend on it, never on --workers; recorded in each result).",
+    "backend": "Where runs execute: local (this machine, see --workers) or ray (one Ray task per run on a "
+    "Ray cluster, same results; needs prunelab's ray extra).",
+    "address": "Ray cluster to use with --backend ray: auto (the cluster this node belongs to) or HOST:PORT "
+    "(default: $RAY_ADDRESS, else a new local instance).",
 }
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help=HELP["runs_dir"])
 DATA_DIR = typer.Option(None, "--data-dir", help=HELP["data_dir"])
@@ -32,6 +36,8 @@ PLUGIN = typer.Option(None, "--plugin", help=HELP["plugin"])
 SET = typer.Option(None, "--set", help=HELP["set"])
 FORCE = typer.Option(False, "--force", help=HELP["force"])
 THREADS = typer.Option(1, "--threads", help=HELP["threads"])
+BACKEND = typer.Option("local", "--backend", help=HELP["backend"])
+ADDRESS = typer.Option(None, "--address", help=HELP["address"])
 MODEL_OPTION = typer.Option(None, "--model-option", help="Model option key=value (repeatable).")
 
 
@@ -69,6 +75,8 @@ def _study_params(kind: Any) -> list[inspect.Parameter]:
         ("force", bool, FORCE),
         ("threads", int, THREADS),
         ("plugin", list[str], PLUGIN),
+        ("backend", str, BACKEND),
+        ("address", str | None, ADDRESS),
     ]
     return params + [option(name, annotation, default) for name, annotation, default in common]
 
@@ -87,6 +95,8 @@ def add_study_command(app: typer.Typer, kind: Any) -> None:
             kwargs["force"],
             tuple(kwargs["plugin"] or []),
             kwargs["threads"],
+            backend=kwargs["backend"],
+            address=kwargs["address"],
         )
         commands.run_study_command(
             kind.name, kwargs["preset"], given, kwargs["set_"] or [], where, typer.echo

@@ -8,6 +8,7 @@ YAML spec file. Study commands are generated from the study registry (:mod:`prun
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,19 +122,46 @@ def ticket_fields(rounds: int | None, keep: str | None, retrain: str | None) -> 
 
 
 def run_one(
-    spec: Any, runs_dir: Path, data_dir: Path | None, device: str, force: bool, echo: Echo, threads: int = 1
+    spec: Any,
+    runs_dir: Path,
+    data_dir: Path | None,
+    device: str,
+    force: bool,
+    echo: Echo,
+    threads: int = 1,
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    plugins: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Execute one run spec of any kind with an epoch progress bar; prints its accuracy and folder."""
+    """Execute one run spec of any kind with an epoch progress bar; prints its accuracy and folder.
+    With ``backend="ray"`` the run (and its unfinished parents) are Ray tasks, with a run bar."""
     from tqdm import tqdm
 
+    from prunelab.runners import check_backend, run_specs
     from prunelab.runs import RunContext, execute, executor_for, resolve_device, validate_all
     from prunelab.store import RunStore
 
-    resolve_device(device)
+    check_backend(backend, address)
+    if backend == "local" or not device.startswith(("cuda", "auto")):  # a cluster's GPUs are not ours
+        resolve_device(device)
     validate_all([spec], RunContext(data_dir, device, threads=threads))  # before any bar or file
     store = RunStore(runs_dir)
     done = None if force else executor_for(spec).finished(spec, store, {})
-    if done is not None:
+    if done is None and backend != "local":
+        (result,) = run_specs(
+            [spec],
+            runs_dir,
+            data_dir=data_dir,
+            device=device,
+            force=force,
+            plugins=plugins,
+            description=spec.run_name()[:40],
+            threads=threads,
+            backend=backend,
+            address=address,
+        )
+    elif done is not None:
         echo(f"already finished (use --force to recompute): {store.run_dir(spec)}")
         result = done
     else:
@@ -192,16 +220,22 @@ class Execution:
     force: bool = False
     plugins: tuple[str, ...] = ()
     threads: int = 1
+    backend: str = "local"
+    address: str | None = None
 
 
 def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
     """Run a validated study, then print the time, its conclusions and the report's paths."""
     import time
 
+    from prunelab.runners import check_backend
     from prunelab.runs import resolve_device
     from prunelab.studies import run_study
 
-    resolve_device(where.device)  # a bad device is a one-line error before anything trains
+    check_backend(where.backend, where.address)
+    # A bad device is a one-line error before anything trains (a Ray cluster's GPUs are not ours).
+    if where.backend == "local" or not where.device.startswith(("cuda", "auto")):
+        resolve_device(where.device)
     if where.workers < 1:
         raise PrunelabError(f"--workers must be at least 1, got {where.workers}")
     began = time.perf_counter()
@@ -215,6 +249,9 @@ def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
         device=where.device,
         force=where.force,
         plugins=where.plugins,
+        threads=where.threads,
+        backend=where.backend,
+        address=where.address,
     )
     echo(f"finished in {time.perf_counter() - began:.0f} s")
     for line in kind.conclusions(summary):
@@ -260,7 +297,18 @@ def run_spec_file(path: Path, sets: Sequence[str], where: Execution, echo: Echo)
     if kind_name is None:
         executor = EXECUTORS.get(str(payload.pop("run", "training")))
         spec = parse_model(executor.spec_type, apply_sets(payload, sets), f"run spec {path}")
-        run_one(spec, where.runs_dir, where.data_dir, where.device, where.force, echo, where.threads)
+        run_one(
+            spec,
+            where.runs_dir,
+            where.data_dir,
+            where.device,
+            where.force,
+            echo,
+            where.threads,
+            backend=where.backend,
+            address=where.address,
+            plugins=where.plugins,
+        )
         return
     kind = STUDIES.get(str(kind_name))
     _run_study(
@@ -326,10 +374,10 @@ def list_methods(echo: Echo) -> None:
         echo(f"  {name:<16} {s.kind:<8} {s.description[:90]}  [{s.paper}]")
     echo("\nModels:")
     for name, e in MODELS.items():
-        echo(f"  {name:<10} {e.family:<7} {e.description}")
+        echo(f"  {name:<24} {e.family:<7} {e.description}")
     echo("\nDatasets:")
     for name, d in DATASETS.items():
-        echo(f"  {name:<10} {'embedded' if d.embedded else 'download':<9} {d.description}")
+        echo(f"  {name:<16} {'embedded' if d.embedded else 'download':<9} {d.description}")
     echo("\nStudies:")
     for name, k in STUDIES.items():
         echo(f"  {name:<12} {k.description}")
@@ -383,3 +431,119 @@ def prune_to_file(payload: dict[str, Any], out: Path, data_dir: Path | None, ech
     )
     if mask.info:  # e.g. which smart-ratio rule (ResNet or VGG) was used, and how it was decided
         echo("mask: " + ", ".join(f"{key} = {value}" for key, value in sorted(mask.info.items())))
+
+
+def _stored_training_runs(runs_dir: Path) -> dict[str, tuple[Any, str]]:
+    """Every stored training run of ``runs_dir``: run hash -> (its RunSpec, status)."""
+    from prunelab.spec import RunSpec, parse_model
+    from prunelab.store import RunStore
+
+    store = RunStore(runs_dir, readonly=True)
+    out: dict[str, tuple[Any, str]] = {}
+    for row in store.list_runs():
+        stored = json.loads(row["spec"]) if isinstance(row.get("spec"), str) else None
+        spec_file = Path(runs_dir) / row["name"] / "spec.json"
+        record = json.loads(spec_file.read_text()) if spec_file.is_file() else None
+        if record is None or record.get("kind") != "training":
+            continue
+        spec = parse_model(RunSpec, record.get("spec", stored), f"stored spec of {row['name']}")
+        out[row["hash"]] = (spec, row["status"])
+    return out
+
+
+def select_runs(runs_dir: Path, study: str | None, runs: Sequence[str]) -> tuple[list[Any], int]:
+    """The finished training runs to evaluate: those named (a run name or hash, which must have
+    finished), or every finished one of ``study`` (or of the runs dir); and how many were skipped
+    because they have not finished."""
+    from prunelab.store import RunStore
+
+    if not (Path(runs_dir) / "index.sqlite").exists() and not Path(runs_dir).is_dir():
+        raise PrunelabError(f"runs dir {str(runs_dir)!r} does not exist")
+    stored = _stored_training_runs(runs_dir)
+    by_name = {spec.run_name(): key for key, (spec, _) in stored.items()}
+    chosen: list[Any] = []
+    for given in runs:
+        key = given if given in stored else by_name.get(given)
+        if key is None:
+            raise PrunelabError(f"no training run {given!r} in {runs_dir} (give a run name or hash)")
+        spec, status = stored[key]
+        if status != "done":
+            raise PrunelabError(f"run {spec.run_name()} has not finished (status {status}); train it first")
+        chosen.append(spec)
+    if runs:
+        return chosen, 0
+    members = RunStore(runs_dir, readonly=True).memberships()
+    if study is not None and not any(study in names for names in members.values()):
+        known = sorted({name for names in members.values() for name in names})
+        raise PrunelabError(
+            f"no study {study!r} in {runs_dir}; valid choices: {', '.join(known) or '(none)'}"
+        )
+    skipped = 0
+    for key, (spec, status) in stored.items():
+        if study is not None and study not in members.get(key, []):
+            continue
+        if status != "done":
+            skipped += 1
+            continue
+        chosen.append(spec)
+    if not chosen:
+        raise PrunelabError(
+            f"no finished training run to evaluate in {runs_dir}" + (f" (study {study})" if study else "")
+        )
+    return sorted(chosen, key=lambda s: s.run_name()), skipped
+
+
+def evaluate_command(
+    study: str | None,
+    runs: Sequence[str],
+    groups: Sequence[str],
+    sets: Sequence[str],
+    where: Execution,
+    echo: Echo,
+) -> Path:
+    """``prunelab evaluate``: measure calibration, OOD detection, adversarial and shift robustness of
+    finished runs (each once: an evaluation run beside them in the store), then write a report."""
+    import time
+
+    from prunelab.plugins import load_plugins
+    from prunelab.presets import evaluation_preset
+    from prunelab.report.evaluation import write_evaluation_report
+    from prunelab.runners import run_specs
+    from prunelab.spec import parse_model
+    from prunelab.spec.evaluation import EvaluationConfig, EvaluationSpec
+    from prunelab.store import RunStore
+
+    load_plugins(where.plugins)
+    if where.workers < 1:
+        raise PrunelabError(f"--workers must be at least 1, got {where.workers}")
+    chosen, skipped = select_runs(where.runs_dir, study, runs)
+    configs: dict[str, Any] = {}
+    for spec in chosen:  # validate every metric config before anything runs
+        if spec.data.name not in configs:
+            payload = apply_sets(evaluation_preset(spec.data.name, groups or ["all"]), sets)
+            configs[spec.data.name] = parse_model(EvaluationConfig, payload, "evaluation options")
+    evaluations = [EvaluationSpec(run=spec, metrics=configs[spec.data.name]) for spec in chosen]
+    began = time.perf_counter()
+    run_specs(
+        evaluations,
+        where.runs_dir,
+        workers=where.workers,
+        data_dir=where.data_dir,
+        device=where.device,
+        force=where.force,
+        plugins=where.plugins,
+        description="evaluate",
+        threads=where.threads,
+        backend=where.backend,
+        address=where.address,
+    )
+    store = RunStore(where.runs_dir, readonly=True)
+    results = [(e, store.result(e)) for e in evaluations]
+    out = where.out or Path(where.runs_dir) / "reports" / f"evaluation-{study or 'runs'}"
+    report = write_evaluation_report(results, out)
+    echo(
+        f"evaluated {len(evaluations)} runs in {time.perf_counter() - began:.0f} s"
+        + (f"; {skipped} unfinished runs skipped" if skipped else "")
+    )
+    echo(f"report: {report.resolve()}")
+    return report

@@ -17,6 +17,7 @@ from prunelab.errors import PrunelabError
 from prunelab.spec import OptionValue
 from prunelab.spec.studies import ALL_CHECKS, RANDOM_TICKETS
 from prunelab.training.config import TrainConfig
+from prunelab.training.recipes import RANDOM_PRUNING_CIFAR
 
 
 @dataclass(frozen=True)
@@ -285,4 +286,145 @@ def rethinking_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
         # lr 0.001 for 7 epochs (the paper's recipe scaled to 30 epochs) fine-tuned models stayed at
         # 61-81 %; lr 0.01 for 15 epochs recovered best (82-94 %; README, Rethinking section).
         payload.update(RETHINKING_SMALL_FINETUNE)
+    return payload
+
+
+# -- the size-scaling study (Liu et al. 2022) ---------------------------------------------------
+#: The small preset's recipe: Random_Pruning's (Nesterov, weight decay 5e-4, x0.1 at 50% / 75%) cut
+#: to 20 epochs at batch 128 so the grid finishes in minutes on 2 CPU cores.
+SCALING_SMALL_TRAIN = TrainConfig(
+    epochs=20, batch_size=128, lr=0.1, nesterov=True, weight_decay=5e-4, milestones=(0.5, 0.75), augment=False
+)
+#: Random_Pruning's CIFAR ResNets are initialised kaiming_normal (fan_in) throughout.
+_RP_RESNET = {"init": "conv_linear_fan_in"}
+
+
+def _axis(family: str, axis: str, models: list[dict[str, Any]], values: list[float]) -> dict[str, Any]:
+    return {"family": family, "axis": axis, "models": models, "values": values}
+
+
+def _small_sizes() -> list[dict[str, Any]]:
+    """MNIST-1D: the 1-D CNN deeper (2-5 stride-2 convs of 32 channels) and wider (16-128 channels,
+    3 convs), and the MLP deeper (1-4 hidden layers of 100) and wider (2 hidden layers of 25-200);
+    all with BatchNorm, as the paper's ResNets and VGGs (without it, a randomly pruned plain net's
+    activations shrink with the density at every layer and its deeper members do not train)."""
+    kernels = {2: [5, 3], 3: [5, 3, 3], 4: [5, 3, 3, 3], 5: [5, 3, 3, 3, 3]}
+    return [
+        _axis(
+            "cnn1d",
+            "depth",
+            [
+                {"name": "cnn1d", "options": {"bn": True, "channels": 32, "kernel_sizes": k}}
+                for k in kernels.values()
+            ],
+            list(kernels),
+        ),
+        _axis(
+            "cnn1d",
+            "width",
+            [
+                {"name": "cnn1d", "options": {"bn": True, "channels": w, "kernel_sizes": kernels[3]}}
+                for w in (16, 32, 64, 128)
+            ],
+            [16, 32, 64, 128],
+        ),
+        _axis(
+            "mlp",
+            "depth",
+            [{"name": "mlp", "options": {"bn": True, "hidden": [100] * d}} for d in (1, 2, 3, 4)],
+            [1, 2, 3, 4],
+        ),
+        _axis(
+            "mlp",
+            "width",
+            [{"name": "mlp", "options": {"bn": True, "hidden": [w, w]}} for w in (25, 50, 100, 200)],
+            [25, 50, 100, 200],
+        ),
+    ]
+
+
+def _cifar_sizes() -> list[dict[str, Any]]:
+    """The paper's CIFAR grid: ResNet-20/32/44/56/110 and VGG-11/13/16/19 deeper, ResNet-20 wider
+    (base widths 8, 16, 24, 32: ``cifar_resnet_20_<W>``)."""
+    depths = (20, 32, 44, 56, 110)
+    return [
+        _axis(
+            "resnet",
+            "depth",
+            [{"name": f"resnet{d}", "options": dict(_RP_RESNET)} for d in depths],
+            list(depths),
+        ),
+        _axis("vgg", "depth", [{"name": f"vgg{d}"} for d in (11, 13, 16, 19)], [11, 13, 16, 19]),
+        _axis(
+            "resnet20",
+            "width",
+            [{"name": "resnet20", "options": {**_RP_RESNET, "width": w}} for w in (8, 16, 24, 32)],
+            [8, 16, 24, 32],
+        ),
+    ]
+
+
+#: The beyond-accuracy sets of each dataset: (OOD sets, shifted test sets), all offline for MNIST-1D.
+EVALUATION_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "mnist1d": (("mnist1d_ood",), ("mnist1d_shift",)),
+    "cifar10": (("svhn", "cifar100"), ()),
+    "cifar100": (("svhn", "cifar10"), ()),
+}
+#: Attack sizes (pixel units): MNIST-1D signals are standardised floats; CIFAR pixels are in [0, 1].
+EVALUATION_EPSILONS: dict[str, list[float]] = {
+    "mnist1d": [0.05, 0.1, 0.2],
+    "cifar10": [1 / 255, 2 / 255, 8 / 255],
+}
+EVALUATION_GROUPS = ("calibration", "ood", "adversarial", "shift")
+
+
+def evaluation_preset(dataset: str, groups: Sequence[str]) -> dict[str, Any]:
+    """The :class:`~prunelab.spec.evaluation.EvaluationConfig` payload measuring ``groups`` (any of
+    calibration, ood, adversarial, shift, or ``all``) with the dataset's OOD/shift sets and epsilons."""
+    wanted = set(EVALUATION_GROUPS) if "all" in groups else {g.lower() for g in groups}
+    unknown = sorted(wanted - set(EVALUATION_GROUPS))
+    if unknown:
+        raise PrunelabError(
+            f"unknown evaluation {unknown[0]!r}; valid choices: all, {', '.join(EVALUATION_GROUPS)}"
+        )
+    ood, shift = EVALUATION_SETS.get(dataset, ((), ()))
+    epsilons = EVALUATION_EPSILONS.get(dataset, EVALUATION_EPSILONS["cifar10"])
+    return {
+        "calibration": "calibration" in wanted,
+        "ood": list(ood) if "ood" in wanted else [],
+        "attacks": ["fgsm", "pgd"] if "adversarial" in wanted else [],
+        "epsilons": [0.0, *epsilons] if "adversarial" in wanted else [],
+        "shift": list(shift) if "shift" in wanted else [],
+    }
+
+
+def scaling_preset(preset: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``small``: MNIST-1D, the 1-D CNN and the MLP grown in depth and width, density 0.1, uniform and
+    ERK, 3 seeds, 20 epochs: minutes on 2 CPU cores. ``cifar10`` / ``cifar100``: the paper's grid
+    (ResNet-20..110, VGG-11..19, ResNet-20 at widths 8-32) at densities 0.9..0.1 with Random_Pruning's
+    recipe (160 epochs); CIFAR-10 selects the best epoch on the last 5,000 training images and
+    reports its test accuracy, as the authors' code does."""
+    _at_least_one(values, "seeds", "epochs")
+    small = preset == "small"
+    dataset = "mnist1d" if small else preset
+    train = (SCALING_SMALL_TRAIN if small else RANDOM_PRUNING_CIFAR).model_dump()
+    data: dict[str, Any] = {"name": dataset}
+    if preset == "cifar10":
+        data["options"] = {"validation": 5000}
+        train["checkpoint"] = "best_validation"
+    if values.get("epochs") is not None:
+        train["epochs"] = values["epochs"]
+    groups = values.get("evaluate")
+    payload: dict[str, Any] = {
+        "name": values.get("name") or f"scaling-{dataset}",
+        "data": data,
+        "train": train,
+        "sizes": _small_sizes() if small else _cifar_sizes(),
+        "densities": values.get("densities") or ([0.1] if small else [0.9, 0.7, 0.5, 0.3, 0.1]),
+        "schemes": values.get("schemes") or ["uniform", "erk"],
+        "seeds": list(range(values.get("seeds") or 3)),
+    }
+    if groups:
+        names = [g.strip() for g in str(groups).split(",") if g.strip()]
+        payload["evaluate"] = evaluation_preset(dataset, names)
     return payload

@@ -29,6 +29,10 @@ class DataBundle:
         num_classes: number of classes.
         augmentation: applied to training batches only, or ``None``.
         info: free-form provenance (source, normalisation statistics, split seed).
+        heldout_x: the real test split when ``test_*`` is a validation hold-out (see
+            :func:`prunelab.data.registry.validation_split`), else None. Only a best-on-validation
+            checkpoint reads it, once.
+        heldout_y: its labels.
     """
 
     name: str
@@ -39,6 +43,8 @@ class DataBundle:
     num_classes: int
     augmentation: Augmentation | None = None
     info: dict[str, object] = field(default_factory=dict)
+    heldout_x: Tensor | None = None
+    heldout_y: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.train_x.shape[0] != self.train_y.shape[0] or self.test_x.shape[0] != self.test_y.shape[0]:
@@ -66,6 +72,8 @@ class DataBundle:
             train_y=self.train_y.to(device),
             test_x=self.test_x.to(device),
             test_y=self.test_y.to(device),
+            heldout_x=None if self.heldout_x is None else self.heldout_x.to(device),
+            heldout_y=None if self.heldout_y is None else self.heldout_y.to(device),
         )
 
     def with_train(self, train_x: Tensor, train_y: Tensor) -> DataBundle:
@@ -90,10 +98,43 @@ class DataBundle:
                 x = self.augmentation(x, generator)
             yield x, self.train_y.index_select(0, idx)
 
+    def train_shard_batches(
+        self, batch_size: int, generator: torch.Generator, rank: int, world: int, *, augment: bool = True
+    ) -> Iterator[tuple[Tensor, Tensor, int]]:
+        """Process ``rank``'s share of the epoch :meth:`train_batches` draws from the same
+        ``generator`` state: ``(x: (b, *input_shape), y: (b,), B)`` per step, where ``B`` is the
+        global batch's size and ``b`` this rank's slice of it (:func:`shard_bounds`; the last,
+        partial batch is split as evenly as it goes, so a rank may get one example fewer).
+
+        Every rank draws the same permutation and augments the whole global batch (so the
+        generator advances exactly as in one process), then keeps its slice: the union of the
+        ranks' slices is the one-process batch, example for example.
+        """
+        n = self.train_x.shape[0]
+        order = torch.randperm(n, generator=generator).to(self.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            lo, hi = shard_bounds(idx.shape[0], rank, world)
+            if augment and self.augmentation is not None:
+                x = self.augmentation(self.train_x.index_select(0, idx), generator)[lo:hi]
+            else:  # nothing random per batch: gather only this rank's examples
+                x = self.train_x.index_select(0, idx[lo:hi])
+            yield x, self.train_y.index_select(0, idx[lo:hi]), idx.shape[0]
+
     def test_batches(self, batch_size: int = 1000) -> Iterator[tuple[Tensor, Tensor]]:
         """The test split in order, in batches of ``batch_size``."""
         for start in range(0, self.test_x.shape[0], batch_size):
             yield self.test_x[start : start + batch_size], self.test_y[start : start + batch_size]
+
+    def heldout_batches(self, batch_size: int = 1000) -> Iterator[tuple[Tensor, Tensor]]:
+        """The real test split behind a validation hold-out, in order, in batches."""
+        if self.heldout_x is None or self.heldout_y is None:
+            raise PrunelabError(
+                f"dataset {self.name!r} has no held-out test split: a best-on-validation checkpoint "
+                "needs the dataset option validation: N"
+            )
+        for start in range(0, self.heldout_x.shape[0], batch_size):
+            yield self.heldout_x[start : start + batch_size], self.heldout_y[start : start + batch_size]
 
     def per_class_sample(
         self, per_class: int, generator: torch.Generator, *, augment: bool = False
@@ -118,3 +159,13 @@ class DataBundle:
         if augment and self.augmentation is not None:
             x = self.augmentation(x, generator)
         return x, self.train_y.index_select(0, idx)
+
+
+def shard_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank ``rank``'s contiguous slice of ``size`` examples split over ``world``
+    ranks, as :func:`torch.tensor_split` splits: sizes differ by at most one, larger ones first."""
+    if not 0 <= rank < world:
+        raise PrunelabError(f"rank {rank} outside [0, {world})")
+    base, extra = divmod(size, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)

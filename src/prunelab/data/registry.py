@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from prunelab.data.bundle import DataBundle
+from prunelab.data.streaming import StreamingBundle
 from prunelab.errors import PrunelabError
 from prunelab.options import as_int
 from prunelab.registry import Registry
@@ -114,6 +115,8 @@ def validation_split(bundle: DataBundle, size: Any) -> DataBundle:
     import dataclasses
 
     n = as_int(size, "validation", minimum=1)
+    if isinstance(bundle, StreamingBundle):
+        return bundle.validation_split(n)  # by file lists: streamed inputs cannot be sliced
     total = int(bundle.train_x.shape[0])
     if n >= total:
         raise PrunelabError(f"validation={n} leaves no training examples (the training split has {total})")
@@ -123,5 +126,7 @@ def validation_split(bundle: DataBundle, size: Any) -> DataBundle:
         train_y=bundle.train_y[: total - n],
         test_x=bundle.train_x[total - n :],
         test_y=bundle.train_y[total - n :],
+        heldout_x=bundle.test_x,
+        heldout_y=bundle.test_y,
         info={**bundle.info, "split": f"validation: the last {n} of {total} training examples"},
     )

@@ -1,5 +1,6 @@
 """Pruning = scores x allocation x application (+ sanity checks)."""
 
+from prunelab.pruning import ratios  # noqa: F401  (registers snip_ratio, grasp_ratio, synflow_ratio)
 from prunelab.pruning.allocation import ALLOCATIONS, allocate, like_mask, register_allocation, select_top
 from prunelab.pruning.api import prune, resolve_checks
 from prunelab.pruning.checks import CHECKS, Check, register_check

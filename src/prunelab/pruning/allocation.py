@@ -47,6 +47,10 @@ class AllocationContext:
         model: the network being pruned, where known (smart ratios inspect an unknown family's
             structure); never modified.
         record: what the rule decided, for ``Mask.info`` (the rule writes into it).
+        data: the scoring data given to ``prune()`` (a DataBundle, an ``(inputs, targets)`` pair or a
+            loader), for rules that run another method's scoring (``snip_ratio``, ``grasp_ratio``).
+        input_shape: one example's shape, where known (``synflow_ratio`` runs the network on ones).
+        seed: the run seed; a rule draws its own random stream from it.
     """
 
     layers: list[Layer]
@@ -56,6 +60,9 @@ class AllocationContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
+    input_shape: tuple[int, ...] | None = None
+    seed: int = 0
 
 
 AllocationFn = Callable[[AllocationContext], Counts]
@@ -63,7 +70,15 @@ AllocationFn = Callable[[AllocationContext], Counts]
 
 @dataclass(frozen=True)
 class Allocation:
-    """A registered allocation rule."""
+    """A registered allocation rule.
+
+    Attributes:
+        needs_data: the rule scores the model on data itself (a method's layer-wise ratios), so
+            ``prune()`` insists on ``data=`` even for a data-free method such as ``random``.
+        needs_input_shape: the rule runs the network without data and needs one example's shape.
+        fixes_last_layer: the rule sets the last layer's density itself (``erk_plus``: the
+            classifier), so it cannot be combined with the prunable set's ``last_layer_density``.
+    """
 
     name: str
     fn: AllocationFn
@@ -71,6 +86,9 @@ class Allocation:
     description: str
     paper: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    needs_data: bool = False
+    needs_input_shape: bool = False
+    fixes_last_layer: bool = False
 
 
 ALLOCATIONS: Registry[Allocation] = Registry("allocation")
@@ -83,12 +101,26 @@ def register_allocation(
     description: str = "",
     paper: str = "",
     options: Mapping[str, Any] | None = None,
+    needs_data: bool = False,
+    needs_input_shape: bool = False,
+    fixes_last_layer: bool = False,
 ) -> Callable[[AllocationFn], AllocationFn]:
     """Decorator registering an allocation rule ``fn(ctx) -> counts``; ``options`` are its option
-    names and defaults (read from ``ctx.options``)."""
+    names and defaults (read from ``ctx.options``); the flags are :class:`Allocation`'s."""
 
     def decorate(fn: AllocationFn) -> AllocationFn:
-        ALLOCATIONS.add(name, Allocation(name, fn, needs_scores, description, paper, dict(options or {})))
+        entry = Allocation(
+            name,
+            fn,
+            needs_scores,
+            description,
+            paper,
+            dict(options or {}),
+            needs_data=needs_data,
+            needs_input_shape=needs_input_shape,
+            fixes_last_layer=fixes_last_layer,
+        )
+        ALLOCATIONS.add(name, entry)
         return fn
 
     return decorate
@@ -251,6 +283,42 @@ def er_allocation(ctx: AllocationContext) -> Counts:
 )
 def erk_allocation(ctx: AllocationContext) -> Counts:
     return _erdos_renyi_counts(ctx, _erk_raw)
+
+
+@register_allocation(
+    "erk_plus",
+    description="ERK+: the classifier (last layer) at fc_density (1 = dense), ERK over the rest; total exact",
+    paper="Random_Pruning (Liu et al. 2022), ImageNet code",
+    options={"fc_density": 1.0},
+    fixes_last_layer=True,
+)
+def erk_plus_allocation(ctx: AllocationContext) -> Counts:
+    """ERK+ (Random_Pruning's ImageNet ``ERK_plus``): the last prunable layer (the classifier) keeps
+    ``fc_density`` of its weights; ERK runs over the other layers at
+    ``d' = (d N_total - fc_density N_fc) / (N_total - N_fc)``, so the overall density is ``d``."""
+    layers = ctx.layers
+    fc_density = as_number(
+        ctx.options.get("fc_density", 1.0),
+        "erk_plus option fc_density",
+        valid="in (0, 1]",
+        accept=lambda v: 0.0 < v <= 1.0,
+    )
+    if len(layers) < 2:
+        return erk_allocation(ctx)
+    last, rest = layers[-1], layers[:-1]
+    total = target_count(layers, ctx.density)
+    fixed = int(round(fc_density * last.numel))
+    n_rest = sum(l.numel for l in rest)
+    rest_density = (total - fixed) / n_rest
+    if not 0.0 < rest_density <= 1.0:
+        raise PrunelabError(
+            f"density {ctx.density:g} cannot be met by erk_plus with the classifier {last.name!r} at "
+            f"fc_density {fc_density:g} (it alone keeps {fixed} of the {total} weights the density allows); "
+            "use a higher density or a lower fc_density"
+        )
+    counts = _erdos_renyi_counts(AllocationContext(rest, rest_density, family=ctx.family), _erk_raw)
+    counts[last.name] = fixed
+    return counts
 
 
 #: Shapes of the layer-wise decay of Su et al.'s smart ratio (``pruner/SmartRatio.py``): the default
@@ -512,6 +580,24 @@ def select_top(layers: list[Layer], scores: Mapping[str, Tensor], counts: Mappin
     return Mask(tensors)
 
 
+def bernoulli_select(
+    layers: list[Layer], counts: Mapping[str, int], generator: torch.Generator, device: torch.device
+) -> Mask:
+    """Random positions drawn independently per weight: layer ``l`` keeps each weight with
+    probability ``counts[l] / N_l``, so its kept count is binomial around ``counts[l]`` (Random_Pruning's
+    ``torch.rand(shape) < density``), not exact as with :func:`select_top` on random scores."""
+    tensors = {}
+    for layer in layers:
+        probability = int(counts[layer.name]) / layer.numel
+        tensors[layer.name] = (torch.rand(layer.shape, generator=generator) < probability).to(device)
+    return Mask(tensors)
+
+
+#: How a random method's positions are drawn: ``exact`` per-layer counts (Su et al.'s randperm) or
+#: ``bernoulli`` per weight (Random_Pruning).
+SAMPLINGS = ("exact", "bernoulli")
+
+
 def resolve_allocation(allocation: str | AllocationFn) -> tuple[AllocationFn, bool]:
     """``(fn, needs_scores)`` for a registry name or a user callable."""
     if callable(allocation):
@@ -531,23 +617,36 @@ def allocate(
     options: Mapping[str, Any] | None = None,
     model: nn.Module | None = None,
     record: dict[str, Any] | None = None,
+    data: Any = None,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
 ) -> Counts:
     """Keep counts for every layer under ``allocation`` at overall ``density`` (kept fraction).
 
     With ``last_layer_density`` the last layer's count is fixed to ``round(f * N_last)`` and the
     rule runs over the other layers at the density that keeps the overall target. ``options``
     are the rule's options (a registered rule's defaults fill the gaps; unknown names raise);
-    ``model`` lets a rule inspect the network; ``record`` receives what the rule decided.
+    ``model`` lets a rule inspect the network; ``record`` receives what the rule decided;
+    ``data``, ``input_shape`` and ``seed`` reach rules that score the model themselves.
     """
     density = check_density(density)
     fn, _ = resolve_allocation(allocation)
     if isinstance(allocation, str):
         opts = merge_options(allocation_option_defaults(allocation), options, f"allocation {allocation!r}")
+        if last_layer_density is not None and ALLOCATIONS.get(allocation).fixes_last_layer:
+            raise PrunelabError(
+                f"allocation {allocation!r} sets the last layer's density itself; drop the prunable "
+                f"set's last_layer_density ({last_layer_density:g}) or use another allocation"
+            )
     else:
         opts = dict(options or {})
     rec = record if record is not None else {}
+
+    def context(over: list[Layer], at: float) -> AllocationContext:
+        return AllocationContext(over, at, scores, family, opts, model, rec, data, input_shape, seed)
+
     if last_layer_density is None or len(layers) < 2:
-        return fn(AllocationContext(layers, density, scores, family, opts, model, rec))
+        return fn(context(layers, density))
     last = layers[-1]
     fixed = int(round(last_layer_density * last.numel))
     rest_layers = layers[:-1]
@@ -557,6 +656,6 @@ def allocate(
         raise PrunelabError(
             f"density {density} cannot be met with the last layer fixed at {last_layer_density}"
         )
-    counts = fn(AllocationContext(rest_layers, rest_density, scores, family, opts, model, rec))
+    counts = fn(context(rest_layers, rest_density))
     counts[last.name] = fixed
     return counts

@@ -13,10 +13,18 @@ import torch
 from torch import Tensor, nn
 
 from prunelab.data.bundle import DataBundle
-from prunelab.errors import PrunelabError, check_density
+from prunelab.errors import PrunelabError, check_density, invalid_choice
 from prunelab.models.registry import model_family
 from prunelab.options import as_int
-from prunelab.pruning.allocation import ALLOCATIONS, AllocationFn, allocate, like_mask, select_top
+from prunelab.pruning.allocation import (
+    ALLOCATIONS,
+    SAMPLINGS,
+    AllocationFn,
+    allocate,
+    bernoulli_select,
+    like_mask,
+    select_top,
+)
 from prunelab.pruning.checks import CHECKS, Check
 from prunelab.pruning.mask import Mask, PruningWarning
 from prunelab.pruning.methods import METHODS, Method
@@ -154,6 +162,7 @@ def resolve_input_shape(
     given: Sequence[int] | None,
     data: ScoringData | None,
     batches: list[Batch] | None,
+    needed: bool | None = None,
 ) -> tuple[int, ...] | None:
     """One example's shape for the score function, or ``None`` where nobody needs it.
 
@@ -161,20 +170,20 @@ def resolve_input_shape(
     only if the method needs the shape); a registry model's build record. Only a method that runs
     the network without data (``Method.needs_input_shape``, e.g. SynFlow) is refused when none of
     these tells it: before, every call without data on a model not built by prunelab was refused,
-    even magnitude or random pruning, and SynFlow was refused even with ``data=``.
+    even magnitude or random pruning, and SynFlow was refused even with ``data=``. ``needed``
+    overrides ``method.needs_input_shape`` (an allocation such as ``synflow_ratio`` may need it).
     """
+    needs = method.needs_input_shape if needed is None else needed
     if given is not None:
         return tuple(given)
     if batches:
         return tuple(batches[0][0].shape[1:])
-    if data is not None and (
-        method.needs_input_shape or isinstance(data, DataBundle) or _is_tensor_pair(data)
-    ):
+    if data is not None and (needs or isinstance(data, DataBundle) or _is_tensor_pair(data)):
         return data_input_shape(data)
     build = getattr(model, "prunelab_build", None)
     if isinstance(build, dict):
         return tuple(build["input_shape"])
-    if method.needs_input_shape:
+    if needs:
         raise PrunelabError(
             f"method {method.name!r} runs the network without data and needs the example shape: "
             "pass input_shape=... (one example, no batch dimension) or data=..."
@@ -250,6 +259,9 @@ def compute_mask(
     last_layer_density: float | None = None,
     within: Mask | None = None,
     allocation_options: Mapping[str, Any] | None = None,
+    data: ScoringData | None = None,
+    seed: int = 0,
+    sampling: str = "exact",
 ) -> Mask:
     """Score and allocate, over ``options['rounds']`` rounds, without touching ``model``.
 
@@ -262,6 +274,11 @@ def compute_mask(
     met: ``nearest`` + ``index`` (default) keep exactly ``round(d_r N)``, ties to the earlier layer
     and lower index; ``prune_floor`` keeps ``N - int((1 - d_r) N)``; ``prune_ties`` (global
     allocation only) prunes every weight scoring at or below the threshold, as SynFlow's code does.
+
+    ``data`` and ``seed`` reach allocations that score the model themselves (``snip_ratio``).
+    ``sampling="bernoulli"`` draws each layer's positions independently per weight with probability
+    ``count / N`` (Random_Pruning) instead of keeping the top scores; only for a method whose scores
+    are random.
 
     The returned mask's ``info`` holds the method, the allocation and what the allocation recorded.
 
@@ -276,6 +293,13 @@ def compute_mask(
         raise PrunelabError(
             f"tie_rule 'prune_ties' sets one global threshold: it needs allocation 'global' and no "
             f"last_layer_density, got allocation {allocation if isinstance(allocation, str) else 'callable'!r}"
+        )
+    if sampling not in SAMPLINGS:
+        raise invalid_choice("sampling", sampling, SAMPLINGS)
+    if sampling == "bernoulli" and (not method.random_positions or within is not None):
+        raise PrunelabError(
+            f"sampling 'bernoulli' draws positions at random, so it applies to a random-position method "
+            f"at initialisation (random), not to {method.name!r}; valid: sampling 'exact'"
         )
     family = model_family(model)
     total = sum(layer.numel for layer in layers)
@@ -320,10 +344,19 @@ def compute_mask(
             options=allocation_options,
             model=model,
             record=record,
+            data=data,
+            input_shape=input_shape,
+            seed=seed,
         )
-        current = select_top(layers, scores, counts)
+        if sampling == "bernoulli":
+            current = bernoulli_select(layers, counts, mask_generator, next(model.parameters()).device)
+        else:
+            current = select_top(layers, scores, counts)
     name = allocation if isinstance(allocation, str) else getattr(allocation, "__name__", "callable")
-    return Mask(current, {"method": method.name, "allocation": name, **record})
+    info = {"method": method.name, "allocation": name, **record}
+    if sampling != "exact":
+        info["sampling"] = sampling
+    return Mask(current, info)
 
 
 def _allocation_label(allocation: str | AllocationFn | Mask | None, resolved: str | AllocationFn) -> str:
@@ -350,6 +383,7 @@ def prune(
     input_shape: Sequence[int] | None = None,
     within: Mask | None = None,
     allow_trained: bool = False,
+    sampling: str = "exact",
 ) -> Mask:
     """Prune ``model`` at ``density`` (the kept fraction of its prunable weights) and return the mask.
 
@@ -376,6 +410,8 @@ def prune(
             (SynFlow) when neither data nor a registry model tells it; no other method asks.
         within: a mask to prune further (an earlier IMP round): weights it prunes stay pruned,
             and ``density`` is still over all prunable weights.
+        sampling: ``"exact"`` per-layer counts (default; Su et al.) or ``"bernoulli"``: each weight
+            kept independently with its layer's density (Random_Pruning); random methods only.
         allow_trained: accept a trained-weights method (``lottery``, ``lr_rewinding``, ``hybrid``,
             ...: those with a ``ticket``) and score ``model``'s current weights as the trained ones.
             The ticket executor passes it; at initialisation such a method would silently be
@@ -406,13 +442,15 @@ def prune(
     policy = prunable or PrunableSet()
     layers = prunable_layers(model, policy)
     alloc = _resolve_allocation(allocation, entry)
-    if not callable(alloc):
-        ALLOCATIONS.get(alloc)
+    rule = None if callable(alloc) else ALLOCATIONS.get(alloc)
+    if rule is not None and rule.needs_data and data is None:
+        raise PrunelabError(f"allocation {rule.name!r} scores the model on data: pass data=...")
     opts, alloc_opts = entry.split_options(entry.resolve_options(options, alloc))
     device = next(model.parameters()).device
     check_gen = generator(seed, "check")
 
     batches = _checked_scoring_batches(entry, data, checks, opts, seed, device, check_gen)
+    needs_shape = entry.needs_input_shape or (rule is not None and rule.needs_input_shape)
     mask = compute_mask(
         model,
         entry,
@@ -420,13 +458,18 @@ def prune(
         layers,
         alloc,
         batches=batches,
-        input_shape=resolve_input_shape(model, entry, given=input_shape, data=data, batches=batches),
+        input_shape=resolve_input_shape(
+            model, entry, given=input_shape, data=data, batches=batches, needed=needs_shape
+        ),
         options=opts,
         mask_generator=generator(seed, "mask"),
         checks=checks,
         last_layer_density=policy.last_layer_density,
         within=within,
         allocation_options=alloc_opts,
+        data=data,
+        seed=seed,
+        sampling=sampling,
     )
     info = {**mask.info, "allocation": _allocation_label(allocation, alloc)}
     for c in checks:

@@ -50,6 +50,8 @@ class Method:
         needs_input_shape: the score function runs the network without data (SynFlow's all-ones
             input), so ``prune()`` must know one example's shape (from ``input_shape=``, the data
             or a registry model) and otherwise refuses; other methods never ask for it.
+        random_positions: the scores are i.i.d. random (``random``), so positions may instead be
+            drawn per weight (``sampling="bernoulli"``, Random_Pruning's masks).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Method:
     paper: str = ""
     ticket: Mapping[str, Any] | None = None
     needs_input_shape: bool = False
+    random_positions: bool = False
 
     @property
     def uses_training_data(self) -> bool:
@@ -156,6 +159,7 @@ for _method in (
         False,
         description="uniformly random subset per layer",
         paper="Liu et al. 2022 (random pruning); Su et al. 2020 (random tickets)",
+        random_positions=True,
     ),
     Method(
         "magnitude",

@@ -193,7 +193,24 @@ def _setup_lines(summary: SanitySummary) -> list[str]:
         ),
         f"densities (kept fraction of prunable weights): {', '.join(f'{d:g}' for d in s.densities)}; "
         f"seeds: {', '.join(str(x) for x in s.seeds)}",
-        f"accuracy = final-epoch test accuracy (%), {ACCURACY_FORMAT}",
+        (
+            "accuracy = test accuracy (%) of the best epoch on the validation hold-out, "
+            if t.checkpoint == "best_validation"
+            else "accuracy = final-epoch test accuracy (%), "
+        )
+        + ACCURACY_FORMAT,
+        *(
+            [
+                f"random tickets ({', '.join(s.random_tickets)}): random positions drawn "
+                + (
+                    "per weight (Bernoulli, Random_Pruning)"
+                    if s.sampling == "bernoulli"
+                    else "as exact per-layer counts (Su et al.)"
+                )
+            ]
+            if s.random_tickets
+            else []
+        ),
         f"verdicts: paired t-test (two-sided) of checked vs unchecked accuracy, pairs = (density, seed); "
         f"with fewer than {MIN_PAIRS} pairs a verdict is {INCONCLUSIVE}; p-values adjusted for multiple comparisons: "
         f"{_correction_text([v.p for v in summary.verdicts], s.correction, s.alpha)}; a method *passes* a "
@@ -249,6 +266,9 @@ def _markdown(summary: SanitySummary) -> str:
         "![per-layer densities](layer_densities.png)",
         "",
     ]
+    if summary.metrics:
+        header, rows = _metric_table(summary)
+        body += ["## Beyond accuracy (mean over seeds)", "", md_table(header, rows), ""]
     setup = _setup_lines(summary)
     return markdown_page(_title(summary), setup, [missing], summary.notes, body, summary.provenance)
 
@@ -271,9 +291,21 @@ def _html(summary: SanitySummary, figures: dict[str, Path]) -> str:
 {html_table(acc_header, acc_rows)}
 <h2>What each check does</h2>{png_img(figures["check_effects.png"])}
 <h2>Per-layer densities of each method's mask</h2>{png_img(figures["layer_densities.png"])}"""
+    if summary.metrics:
+        body += "<h2>Beyond accuracy (mean over seeds)</h2>" + html_table(*_metric_table(summary))
     missing = f"{summary.missing} run(s) not finished." if summary.missing else ""
     setup = _setup_lines(summary)
     return html_page(_title(summary), setup, missing, summary.notes, body, summary.provenance)
+
+
+def _metric_table(summary: SanitySummary) -> tuple[list[str], list[list[str]]]:
+    """One row per (variant, density), one column per evaluated metric (means over seeds)."""
+    names = sorted({name for found in summary.metrics.values() for name in found})
+    rows = [
+        [label, f"{density:g}", *[f"{found[n].mean:.4f}" if n in found else "n/a" for n in names]]
+        for (label, density), found in summary.metrics.items()
+    ]
+    return ["variant", "density", *names], rows
 
 
 def _title(summary: SanitySummary) -> str:

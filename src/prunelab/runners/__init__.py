@@ -1,6 +1,7 @@
-"""Runner backends: run many specs of any kind inline or over a local process pool, in dependency
-waves (parents first), skipping finished runs. What each run does is its executor's business
-(:mod:`prunelab.runs`); a runner only decides where and when it executes."""
+"""Runner backends: run many specs of any kind inline, over a local process pool, in dependency
+waves (parents first), or over a Ray cluster (:mod:`prunelab.runners.ray_backend`), skipping finished
+runs. What each run does is its executor's business (:mod:`prunelab.runs`); a runner only decides
+where and when it executes."""
 
 from __future__ import annotations
 
@@ -145,6 +146,23 @@ class _LazyPool:
             self._pool = None
 
 
+#: Where :func:`run_specs` executes runs: this machine (inline or a process pool) or a Ray cluster.
+BACKENDS = ("local", "ray")
+
+
+def check_backend(backend: str, address: str | None = None) -> None:
+    """A one-line error for an unknown backend, an ``address`` without Ray, or Ray not installed;
+    called before anything is created, so a bad flag costs nothing."""
+    if backend not in BACKENDS:
+        raise PrunelabError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise PrunelabError(f"--address {address!r} needs --backend ray (backend is {backend!r})")
+    if backend == "ray":
+        from prunelab.runners.ray_backend import require_ray
+
+        require_ray()
+
+
 def run_specs(
     specs: Sequence[Any],
     runs_dir: str | Path,
@@ -157,6 +175,9 @@ def run_specs(
     plugins: Sequence[str] = (),
     description: str = "runs",
     threads: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_run: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Run every spec, of any registered kind (finished ones are read back, not recomputed), with
     the runs they build on first; results in input order.
@@ -164,12 +185,18 @@ def run_specs(
     Args:
         workers: 1 runs inline; more uses a process pool with ``cpu_count // workers`` torch
             threads each (CUDA runs, and runs whose executor keeps them inline, stay in this process).
+            Ignored by the Ray backend, where the cluster's resources set the parallelism.
         force: recompute the given specs (never the parents they share).
         threads: torch threads of every run, however it is executed (results depend on it, not on
             ``workers``).
+        backend: ``"local"`` (this machine) or ``"ray"`` (one Ray task per run, same results).
+        address: the Ray cluster (``"auto"``, ``"HOST:PORT"``; None: a connection this process
+            already has, else ``$RAY_ADDRESS``, else a new local instance). Ray backend only.
+        gpus_per_run: GPUs a CUDA run asks Ray for (a fraction shares a GPU). Ray backend only.
 
     Every run (and every parent) is validated before anything is created or trained.
     """
+    check_backend(backend, address)
     validate_all(specs, RunContext(data_dir, device, threads=threads))
     store = RunStore(runs_dir)
     wanted = {spec.run_hash() for spec in specs}
@@ -177,6 +204,7 @@ def run_specs(
     plan = plan_options([run for wave in ordered for run in wave])
     done: dict[str, dict[str, Any]] = {}
     jobs: list[list[Job]] = []
+    todo: list[tuple[Any, dict[str, Any], bool]] = []  # the same work, for the Ray backend
     for wave in ordered:
         jobs.append([])
         for spec in wave:
@@ -195,8 +223,10 @@ def run_specs(
                 device,
                 forced,
                 options,
+                threads,
             )
             jobs[-1].append(Job(key, _worker_run, args, inline=executor.inline(spec)))
+            todo.append((spec, options, forced))
     bar = tqdm(
         total=sum(len(wave) for wave in ordered),
         initial=len(done),
@@ -206,7 +236,26 @@ def run_specs(
         dynamic_ncols=True,
     )
     try:
-        done.update(run_waves(jobs, workers=workers, device=device, plugins=plugins, bar=bar))
+        if backend == "ray":
+            from prunelab.runners.ray_backend import run_on_ray
+
+            finished = [spec for wave in ordered for spec in wave if spec.run_hash() in done]
+            done.update(
+                run_on_ray(
+                    todo,
+                    store,
+                    finished=finished,
+                    address=address,
+                    data_dir=data_dir,
+                    device=device,
+                    plugins=plugins,
+                    threads=threads,
+                    gpus_per_run=gpus_per_run,
+                    bar=bar,
+                )
+            )
+        else:
+            done.update(run_waves(jobs, workers=workers, device=device, plugins=plugins, bar=bar))
     finally:
         bar.close()
     return [done.get(spec.run_hash(), {}) for spec in specs]

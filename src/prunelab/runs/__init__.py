@@ -4,10 +4,12 @@
 for the runners (:mod:`prunelab.runners`). Built-in kinds: ``training`` (:class:`~prunelab.spec.RunSpec`:
 dense runs, pruning at init, tickets and IMP rounds) and ``structured``
 (:class:`~prunelab.spec.structured.StructuredRunSpec`: large model, structured prune, fine-tune and
-scratch runs). A new kind registers an :class:`Executor` and plugs into the same runners, store,
+scratch runs) and ``evaluation`` (:class:`~prunelab.spec.evaluation.EvaluationSpec`: calibration,
+OOD, adversarial and shift metrics of a finished run). A new kind registers an :class:`Executor` and plugs into the same runners, store,
 resume and lineage code.
 """
 
+from prunelab.runs.evaluation import run_evaluation
 from prunelab.runs.executors import (
     EXECUTORS,
     Executor,
@@ -39,6 +41,7 @@ __all__ = [
     "register_executor",
     "resolve_device",
     "retrain_schedule",
+    "run_evaluation",
     "run_structured",
     "run_training",
     "spec_from_json",

@@ -25,14 +25,15 @@ from prunelab.models import build_model
 from prunelab.pruning.api import apply_weight_checks, prune, resolve_checks
 from prunelab.pruning.checks import corrupt_training_data
 from prunelab.pruning.mask import Mask
-from prunelab.runs.executors import Executor, RunContext, register_executor
+from prunelab.runs.executors import Executor, RunContext, register_executor, spec_from_json
 from prunelab.runs.lineage import parent_spec, trunk_rewind_epochs, trunk_spec
 from prunelab.seeding import derive_seed, generator, seed_table
 from prunelab.spec import RunSpec
 from prunelab.store import RunStore, StoredSpec
+from prunelab.training import distributed
 from prunelab.training.config import TrainConfig
 from prunelab.training.protocols import finetune_config
-from prunelab.training.trainer import EpochCallback, EpochRecord, TrainState, train
+from prunelab.training.trainer import EpochCallback, EpochRecord, TrainState, evaluate, train
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -93,7 +94,7 @@ def check_model_fits(spec: Any, data_dir: str | Path | None) -> DataBundle:
     model = build_model(spec.model.name, data.input_shape, data.num_classes, seed=0, **spec.model.options)
     try:
         with torch.no_grad():
-            out = model.eval()(data.test_x[:2].cpu())
+            out = model.eval()(next(iter(data.test_batches(2)))[0].cpu())
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PrunelabError(
@@ -110,8 +111,11 @@ def check_model_fits(spec: Any, data_dir: str | Path | None) -> DataBundle:
 
 
 def validate_training(spec: RunSpec, context: RunContext) -> None:
-    """Before anything runs: the model builds with its options and fits the data."""
+    """Before anything runs: the model builds with its options and fits the data; a run over
+    several processes has a device that can (gloo on CPU, nccl with one GPU per process)."""
     check_model_fits(spec, context.data_dir)
+    if spec.train.nproc > 1 and distributed.torchrun_world_size() is None:
+        distributed.check_launch(spec.train.nproc, resolve_device(context.device))
 
 
 def retrain_schedule(spec: RunSpec) -> tuple[TrainConfig, int]:
@@ -185,6 +189,7 @@ def _mask_at_init(spec: RunSpec, model: torch.nn.Module, data: DataBundle) -> Ma
         seed=spec.seed,
         prunable=spec.pruning.prunable,
         options=spec.pruning.options,
+        sampling=spec.pruning.sampling,
     )
 
 
@@ -194,7 +199,7 @@ class _Stop(Exception):
 
 def train_through_store(
     spec: StoredSpec,
-    store: RunStore,
+    store: RunStore | None,
     model: torch.nn.Module,
     data: DataBundle,
     config: TrainConfig,
@@ -209,24 +214,39 @@ def train_through_store(
     epoch_hooks: Sequence[EpochCallback] = (),
     after_backward: Sequence[Callable[[], None]] = (),
     after_step: Sequence[Callable[[float], None]] = (),
+    shard: distributed.Shard | None = None,
 ) -> dict[str, Any] | None:
     """Train ``model`` as run ``spec``: every epoch's metrics line and checkpoint go to the store
     (after ``epoch_hooks``, so a checkpoint holds what they did), the weights after each epoch in
     ``save_epochs`` are kept for rewinding, and the execution is recorded. Data order and
     augmentation come from the ``data_order`` stream of ``seed``.
 
+    ``shard``: this process's rank in a run over ``config.nproc`` processes; only rank 0 writes
+    (the other ranks pass ``store=None``), every rank stops at ``stop_after_epoch``.
+
     Returns the accuracy part of the result (fractions: final/best test, final train; epochs), or
-    None when stopped by ``stop_after_epoch``.
+    None when stopped by ``stop_after_epoch``; ``{}`` on a rank other than 0.
     """
-    store.truncate_metrics(spec, resume.epoch if resume is not None else 0)
-    store.record_execution(spec, resume.epoch if resume is not None else start_epoch)
+    writer = store if shard is None or shard.leads else None
+    if (shard is None or shard.leads) and writer is None:
+        raise PrunelabError(f"run {spec.run_name()}: the writing rank needs the store")
+    history: list[dict[str, Any]] = []
+    if writer is not None:
+        history = writer.truncate_metrics(spec, resume.epoch if resume is not None else 0)
+        writer.record_execution(spec, resume.epoch if resume is not None else start_epoch)
+    best = BestOnValidation(config.checkpoint == "best_validation" and writer is not None, history)
 
     def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
-        store.append_metrics(spec, record.as_dict())
+        assert writer is not None
+        writer.append_metrics(spec, record.as_dict())
         snapshot = state()
         if record.epoch in save_epochs:
-            store.save_rewind_point(spec, record.epoch, snapshot.model_state)
-        store.save_checkpoint(spec, snapshot)
+            writer.save_rewind_point(spec, record.epoch, snapshot.model_state)
+        best.update(writer, spec, record, snapshot.model_state, save_epochs)
+        writer.save_checkpoint(spec, snapshot)
+
+    def stop(record: EpochRecord, state: Callable[[], TrainState]) -> None:
+        # On every rank (after rank 0 wrote the epoch), so no rank waits for the others' next step.
         if stop_after_epoch is not None and record.epoch >= stop_after_epoch:
             raise _Stop
 
@@ -238,22 +258,79 @@ def train_through_store(
             mask=mask,
             generator=generator(seed, "data_order"),
             resume=resume,
-            callbacks=[*epoch_hooks, on_epoch],
+            callbacks=[*epoch_hooks, *([on_epoch] if writer is not None else []), stop],
             progress=progress,
             start_epoch=start_epoch,
             after_backward=after_backward,
             after_step=after_step,
+            shard=shard,
         )
     except _Stop:
         return None
-    history = store.read_metrics(spec)
+    if writer is None:
+        return {}
+    history = writer.read_metrics(spec)
     final = history[-1] if history else {}
-    return {
+    accuracy = {
         "epochs": len(history),
         "final_test_acc": final.get("test_acc"),
         "best_test_acc": max((h["test_acc"] for h in history), default=None),
         "final_train_acc": final.get("train_acc"),
+        "checkpoint": config.checkpoint,
+        "reported_acc": final.get("test_acc"),
     }
+    if best.enabled:
+        accuracy.update(best.report(writer, spec, model, data))
+    return accuracy
+
+
+class BestOnValidation:
+    """Tracks the epoch with the best accuracy on the validation hold-out (the data's evaluation
+    split; ties keep the earlier epoch) and keeps its weights as a rewinding point, so a resumed
+    run still has them; at the end, that checkpoint is evaluated once on the held-out test split."""
+
+    def __init__(self, enabled: bool, history: Sequence[Mapping[str, Any]]) -> None:
+        self.enabled = enabled
+        self.epoch, self.acc = 0, -1.0
+        for row in history:
+            self._consider(int(row["epoch"]), float(row["test_acc"]))
+
+    def _consider(self, epoch: int, acc: float) -> bool:
+        if acc > self.acc:
+            self.epoch, self.acc = epoch, acc
+            return True
+        return False
+
+    def update(
+        self,
+        store: RunStore,
+        spec: StoredSpec,
+        record: EpochRecord,
+        weights: Mapping[str, torch.Tensor],
+        keep: Collection[int],
+    ) -> None:
+        previous = self.epoch
+        if self.enabled and self._consider(record.epoch, record.test_acc):
+            store.save_rewind_point(spec, record.epoch, weights)
+            if previous > 0 and previous not in keep:
+                store.rewind_path(spec, previous).unlink(missing_ok=True)
+
+    def report(
+        self, store: RunStore, spec: StoredSpec, model: torch.nn.Module, data: DataBundle
+    ) -> dict[str, Any]:
+        """The selected epoch, its validation accuracy and its test accuracy (evaluated here, once)."""
+        if self.epoch == 0:
+            raise PrunelabError(f"run {spec.run_name()} trained no epoch to select a checkpoint from")
+        final_state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(store.load_weights(spec, self.epoch))
+        _, test_acc = evaluate(model, data, split="heldout")
+        model.load_state_dict(final_state)
+        return {
+            "selected_epoch": self.epoch,
+            "valid_acc": self.acc,
+            "test_acc": test_acc,
+            "reported_acc": test_acc,
+        }
 
 
 def _prepare(
@@ -296,6 +373,7 @@ def _result(
             {"name": row.name, "shape": list(row.shape), "kept": row.kept, "total": row.total}
             for row in (mask.per_layer() if mask is not None else [])
         ],
+        "size": model_size(model),
         "seeds": {"seed": spec.seed, **seed_table(spec.seed)},
         "parent": parent.run_name() if parent is not None else None,
         "trunk": trunk.run_name() if trunk is not None else None,
@@ -308,6 +386,20 @@ def _result(
     }
 
 
+def model_size(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters and FLOPs of one forward pass (one example), all and nonzero (pruned weights are
+    exactly zero); the FLOPs follow :func:`prunelab.evaluation.count_flops`'s Rethinking convention."""
+    from prunelab.evaluation.flops import count_flops, count_params
+
+    build = getattr(model, "prunelab_build", None)
+    out = {"params": count_params(model), "nonzero_params": count_params(model, nonzero_only=True)}
+    if isinstance(build, dict) and "input_shape" in build:
+        shape = tuple(build["input_shape"])
+        out["flops"] = count_flops(model, shape)
+        out["nonzero_flops"] = count_flops(model, shape, nonzero_only=True)
+    return out
+
+
 def run_training(
     spec: RunSpec, store: RunStore, context: RunContext, *, save_epochs: Collection[int] = ()
 ) -> dict[str, Any]:
@@ -316,14 +408,72 @@ def run_training(
 
     ``save_epochs``: epochs after which to keep the weights for rewinding (dense trunks). A trunk
     that finished without one of them is trained again, deterministically, to add it.
+
+    With ``spec.train.nproc > 1`` the run trains in that many processes (started here, or the ranks
+    of the torchrun world this process leads; :mod:`prunelab.training.distributed`), rank 0 writing.
     """
+    if spec.train.nproc == 1:
+        return _train_spec(spec, store, context, save_epochs, None)
+    args = (
+        type(spec).kind,
+        spec.model_dump_json(),
+        str(store.root),
+        None if context.data_dir is None else str(context.data_dir),
+        context.device,
+        context.stop_after_epoch,
+        context.threads,
+        sorted({int(e) for e in save_epochs}),
+    )
+    if distributed.torchrun_world_size() is not None:
+        return distributed.lead_job(_train_rank, args, context.progress)
+    return distributed.launch(
+        _train_rank,
+        spec.train.nproc,
+        args,
+        device=resolve_device(context.device),
+        threads=context.threads,
+        progress=context.progress,
+    )
+
+
+def _train_rank(
+    shard: distributed.Shard,
+    kind: str,
+    spec_json: str,
+    root: str,
+    data_dir: str | None,
+    device: str,
+    stop_after_epoch: int | None,
+    threads: int,
+    save_epochs: list[int],
+) -> dict[str, Any]:
+    """One rank of a run over several processes (its process group is up); rank 0 opens the store."""
+    torch.set_num_threads(threads)
+    spec = spec_from_json(kind, spec_json)
+    context = RunContext(data_dir, device, shard.report, stop_after_epoch, threads)
+    return _train_spec(spec, RunStore(root) if shard.leads else None, context, save_epochs, shard)
+
+
+def _train_spec(
+    spec: RunSpec,
+    store: RunStore | None,
+    context: RunContext,
+    save_epochs: Collection[int],
+    shard: distributed.Shard | None,
+) -> dict[str, Any]:
+    """:func:`run_training` in this process: alone (``shard`` None) or as one rank, where rank 0
+    (holding the store) prepares the mask and the resume state, shares them, and alone writes."""
     needed = {int(e) for e in save_epochs if int(e) > 0}
-    existing = store.result(spec)
-    if existing is not None:  # finished, but without a rewinding epoch now asked of it
-        needed |= set(existing.get("rewind_epochs", []))
-        store.reset(spec)
+    leads = shard is None or shard.leads
+    if leads and store is None:
+        raise PrunelabError(f"run {spec.run_name()}: the writing rank needs the store")
+    if store is not None and leads:
+        existing = store.result(spec)
+        if existing is not None:  # finished, but without a rewinding epoch now asked of it
+            needed |= set(existing.get("rewind_epochs", []))
+            store.reset(spec)
     began = time.perf_counter()
-    dev = resolve_device(context.device)
+    dev = resolve_device(context.device) if shard is None else shard.device
     data = dataset_for(spec, context.data_dir, dev)
     model = build_model(
         spec.model.name,
@@ -332,12 +482,23 @@ def run_training(
         seed=derive_seed(spec.seed, "init"),
         **spec.model.options,
     ).to(dev)
-    store.begin(spec)
-    mask, resume, prune_seconds = _prepare(spec, store, model, data, needed)
+    mask: Mask | None = None
+    resume: TrainState | None = None
+    prune_seconds = 0.0
+    if store is not None and leads:
+        store.begin(spec)
+        mask, resume, prune_seconds = _prepare(spec, store, model, data, needed)
+    digests: list[str] = []
+    if shard is not None:
+        # Rank 0's mask and checkpoint on every rank (the weights follow when DDP wraps the model);
+        # then every rank hashes the mask it will train with, and all refuse on a mismatch.
+        mask, resume = shard.share((None if mask is None else mask.to("cpu"), resume))
+        mask = None if mask is None else mask.to(dev)
+        digests = distributed.agree_on_mask(shard, mask)
     config, start_epoch = retrain_schedule(spec)
     accuracy = train_through_store(
         spec,
-        store,
+        store if leads else None,
         model,
         data,
         config,
@@ -348,9 +509,12 @@ def run_training(
         progress=context.progress,
         stop_after_epoch=context.stop_after_epoch,
         save_epochs=needed,
+        shard=shard,
     )
     if accuracy is None:
         return {"status": "stopped", "epochs": context.stop_after_epoch}
+    if store is None or not leads:
+        return {"status": "done", "rank": shard.rank if shard is not None else 0}
     result = {
         **_result(spec, mask, model, config, start_epoch),
         **accuracy,
@@ -359,6 +523,8 @@ def run_training(
         "seconds": time.perf_counter() - began,
         "device": str(dev),
     }
+    if shard is not None:
+        result["distributed"] = {"nproc": shard.world, "backend": shard.backend, "mask_sha256": digests}
     store.finish(spec, result, model.state_dict())
     return result
 

@@ -150,6 +150,9 @@ class PruningSpec(BaseModel):
     prunable: PrunableSet = Field(default_factory=PrunableSet)
     options: dict[str, OptionValue] = Field(default_factory=dict)
     ticket: TicketSpec | None = None
+    #: How a random method's positions are drawn: ``exact`` per-layer counts (Su et al.) or
+    #: ``bernoulli`` per weight with the layer's density (Random_Pruning's masks).
+    sampling: Literal["exact", "bernoulli"] = "exact"
     #: SHA-256 of the mask file of a ``like:FILE`` allocation, filled in when the spec is made, so
     #: the run's hash names the mask's content, not its path (a changed file is a different run).
     like_sha256: str | None = None
@@ -204,6 +207,11 @@ class PruningSpec(BaseModel):
         else:
             self._pin_like_file(self.allocation[5:])
         method.resolve_options(self.options, self.allocation)
+        if self.sampling == "bernoulli" and (not method.random_positions or self.ticket is not None):
+            raise ValueError(
+                f"sampling 'bernoulli' draws positions at random: it applies to method 'random', not "
+                f"{self.method!r}; valid: sampling 'exact'"
+            )
         return self
 
     def _pin_like_file(self, path: str) -> None:
@@ -251,6 +259,15 @@ class RunSpec(BaseModel):
             valid = [name for name, c in CHECKS.items() if c.stage == "data"]
             raise ValueError(f"training_corruption {value!r} is not a data check; valid: {', '.join(valid)}")
         return check.name
+
+    @model_validator(mode="after")
+    def _checkpoint_has_validation(self) -> RunSpec:
+        if self.train.checkpoint == "best_validation" and "validation" not in self.data.options:
+            raise ValueError(
+                "train.checkpoint 'best_validation' selects an epoch on a validation hold-out: set "
+                "data.options.validation (e.g. 5000, the last 5,000 training images), or use checkpoint 'final'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _time_points_within_training(self) -> RunSpec:

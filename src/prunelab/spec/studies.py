@@ -16,6 +16,7 @@ from prunelab.pruning.checks import CHECKS
 from prunelab.pruning.methods import METHODS
 from prunelab.pruning.prunable import PrunableSet
 from prunelab.spec import DataSpec, ModelSpec, OptionValue, PruningSpec, canonical_density
+from prunelab.spec.evaluation import EvaluationConfig
 from prunelab.training.config import TrainConfig
 from prunelab.training.protocols import FINETUNE_LR
 
@@ -66,6 +67,11 @@ class SanityStudy(BaseModel):
     method_prunable: dict[str, PrunableSet] = Field(default_factory=dict)
     correction: Correction = "holm"
     alpha: float = Field(0.05, gt=0, lt=1)
+    #: How the random tickets' positions are drawn: exact per-layer counts (Su et al.) or Bernoulli
+    #: per weight (Random_Pruning).
+    sampling: Literal["exact", "bernoulli"] = "exact"
+    #: Metrics beyond accuracy (calibration, OOD, adversarial, shift) for every run, as report columns.
+    evaluate: EvaluationConfig | None = None
 
     @model_validator(mode="after")
     def _imp_levels(self) -> SanityStudy:
@@ -303,3 +309,118 @@ class RethinkingStudy(BaseModel):
                     f"architecture_search needs a channel method (it compares widths), got {name!r}"
                 )
         return self
+
+
+#: Ratio schemes of the scaling study by default: the uniform baseline and the paper's booster.
+SCALING_SCHEMES = ("uniform", "erk")
+
+
+class SizeAxis(BaseModel):
+    """One line of the size-scaling plot: a family of models that grows along one axis.
+
+    Attributes:
+        family: the line's label, e.g. ``"resnet"`` or ``"cnn1d"``.
+        axis: ``"depth"`` or ``"width"``: which plot the line belongs to.
+        models: the models, smallest first (a bare registry name or ``{name, options}``).
+        values: each model's size on the axis (layers for depth, a width or multiplier for width),
+            in the same order; they label the x axis.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    family: str
+    axis: Literal["depth", "width"]
+    models: tuple[ModelSpec, ...]
+    values: tuple[float, ...]
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> SizeAxis:
+        if not self.models:
+            raise ValueError(f"size axis {self.family!r} has no models")
+        if len(self.models) != len(self.values):
+            raise ValueError(
+                f"size axis {self.family!r}: {len(self.models)} models but {len(self.values)} values; "
+                "give one size value per model"
+            )
+        if list(self.values) != sorted(set(self.values)):
+            raise ValueError(f"size axis {self.family!r}: values must increase, got {list(self.values)}")
+        return self
+
+
+class ScalingStudy(BaseModel):
+    """Liu et al. 2022's size-scaling study: random pruning at init against the dense twin of each
+    size, over model sizes (depth and width families) x densities x ratio schemes x seeds.
+
+    Attributes:
+        sizes: the size families (see :class:`SizeAxis`).
+        densities: kept fractions of the prunable weights.
+        schemes: layer-wise ratio schemes (allocation names: uniform, uniform_plus, er, erk,
+            erk_plus, snip_ratio, grasp_ratio, synflow_ratio, ...), positions random.
+        sampling: ``exact`` per-layer counts or ``bernoulli`` per weight (Random_Pruning's masks).
+        prunable: which weights are pruned (Random_Pruning: every conv and linear weight).
+        seeds: run seeds; seed s of a sparse run pairs with seed s of its dense twin.
+        margin: the non-inferiority margin (accuracy fraction): random "matches" dense at a size
+            when a one-sided paired t-test rejects "random is worse by margin or more".
+        evaluate: metrics beyond accuracy for every run (None: accuracy only).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = "scaling"
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sizes: tuple[SizeAxis, ...]
+    densities: tuple[float, ...] = (0.1,)
+    schemes: tuple[str, ...] = SCALING_SCHEMES
+    sampling: Literal["exact", "bernoulli"] = "exact"
+    prunable: PrunableSet = Field(default_factory=PrunableSet)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    margin: float = Field(0.01, ge=0, lt=1)
+    correction: Correction = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    evaluate: EvaluationConfig | None = None
+
+    @field_validator("densities")
+    @classmethod
+    def _densities(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(canonical_density(check_density(d)) for d in value)
+
+    @field_validator("schemes", mode="before")
+    @classmethod
+    def _schemes(cls, value: Any) -> Any:
+        from prunelab.pruning.allocation import ALLOCATIONS
+
+        names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+        out = []
+        for name in names:
+            entry = ALLOCATIONS.get(name)
+            if entry.needs_scores:
+                raise ValueError(
+                    f"scheme {name!r} ranks scores, so its positions are not random; valid: layer-wise "
+                    "schemes such as uniform, erk, erk_plus, snip_ratio"
+                )
+            out.append(entry.name)
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> ScalingStudy:
+        for what in ("sizes", "densities", "schemes", "seeds"):
+            if not getattr(self, what):
+                raise ValueError(f"{what} must not be empty")
+        families = [(s.family, s.axis) for s in self.sizes]
+        if len(set(families)) != len(families):
+            raise ValueError(f"a (family, axis) pair is listed twice: {families}")
+        return self
+
+    def pruning(self, scheme: str, density: float) -> PruningSpec:
+        """The random-pruning spec of ``scheme`` at ``density``."""
+        return PruningSpec(
+            method="random",
+            density=density,
+            allocation=scheme,
+            prunable=self.prunable,
+            sampling=self.sampling,
+        )

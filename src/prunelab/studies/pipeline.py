@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from prunelab.errors import PrunelabError
-from prunelab.runners import run_specs
+from prunelab.runners import check_backend, run_specs
 from prunelab.runs import RunContext, validate_all
 from prunelab.spec import format_validation_error, parse_model
 from prunelab.store import RunStore, write_json_atomic
@@ -64,6 +64,8 @@ def run_study(
     progress: bool = True,
     plugins: Sequence[str] = (),
     threads: int = 1,
+    backend: str = "local",
+    address: str | None = None,
 ) -> tuple[Any, Path]:
     """Run (or resume) every run of ``study``, summarise it, and write its report.
 
@@ -77,10 +79,14 @@ def run_study(
         force: recompute the study's runs (never the parents they share).
         plugins: plugin modules or files the workers load (and the report rebuild will need).
         threads: torch threads per run (results depend on it, never on ``workers``).
+        backend: ``"local"`` or ``"ray"`` (one Ray task per run; the same results).
+        address: the Ray cluster to use (``"auto"``, ``"HOST:PORT"``; see
+            :func:`prunelab.runners.run_specs`).
 
     Returns:
         The summary and the path of ``report.html``.
     """
+    check_backend(backend, address)  # a bad backend costs nothing: before study.json is written
     entry = STUDIES.get(kind) if kind is not None else kind_of(study)
     if not isinstance(study, entry.spec_type):
         raise PrunelabError(
@@ -108,6 +114,8 @@ def run_study(
         plugins=plugins,
         description=str(getattr(study, "name", entry.name)),
         threads=threads,
+        backend=backend,
+        address=address,
     )
     summary = entry.summarize(study, {s.run_hash(): r or None for s, r in zip(specs, results, strict=True)})
     return summary, entry.report(summary, out)

@@ -26,6 +26,7 @@ from typing import Any
 
 from prunelab.presets import rethinking_preset
 from prunelab.report.rethinking import write_rethinking_report
+from prunelab.runs.results import reported_accuracy
 from prunelab.spec.structured import STAGES, Stage, StructuredRunSpec
 from prunelab.spec.studies import MethodSpec, RethinkingStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
@@ -134,11 +135,10 @@ def _method_results(
     for seed in study.seeds:
         for row, spec in method_specs(study, method, seed).items():
             result = results.get(spec.run_hash())
-            if row not in out.values or not result or result.get("status") != "done":
+            value = reported_accuracy(result)
+            if row not in out.values or result is None or value is None:
                 continue
-            if result.get("final_test_acc") is None:
-                continue
-            out.values[row][seed] = float(result["final_test_acc"])
+            out.values[row][seed] = value
             out.epochs[row].append(int(result.get("epochs", 0)))
             if row == "pruned":
                 for key in ("full", "pruned"):
@@ -222,8 +222,9 @@ def _search(
         specs = method_specs(study, method, seed)
         for arm, row in (("found", "scratch_e"), ("uniform", "uniform"), ("guided", "guided")):
             result = results.get(specs[row].run_hash()) or {}
-            if result.get("status") == "done" and result.get("final_test_acc") is not None:
-                values[arm][seed] = float(result["final_test_acc"])
+            value = reported_accuracy(result)
+            if value is not None:
+                values[arm][seed] = value
                 if isinstance(result.get("params"), int | float):
                     params[arm].append(float(result["params"]))
     versus: dict[str, PairedTest] = {}

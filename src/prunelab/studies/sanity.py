@@ -14,7 +14,10 @@ from typing import Any
 from prunelab.presets import sanity_preset
 from prunelab.pruning.methods import METHODS
 from prunelab.report.sanity import write_sanity_report
+from prunelab.runs.evaluation import evaluation_metrics
+from prunelab.runs.results import reported_accuracy
 from prunelab.spec import PruningSpec, RunSpec
+from prunelab.spec.evaluation import EvaluationSpec
 from prunelab.spec.studies import SanityStudy
 from prunelab.studies.registry import Flag, StudyKind, register_study
 from prunelab.summaries.provenance import provenance_summary
@@ -22,6 +25,7 @@ from prunelab.summaries.sanity import Cell, SanitySummary, Variant, Verdict
 from prunelab.summaries.stats import (
     MIN_PAIRS,
     AdjustedP,
+    Estimate,
     adjust,
     describe_correction,
     mean_ci,
@@ -55,7 +59,11 @@ def study_runs(study: SanityStudy) -> list[StudyRun]:
         for density in study.densities:
             for allocation in study.random_tickets:
                 pruning = PruningSpec(
-                    method="random", density=density, allocation=allocation, prunable=study.prunable
+                    method="random",
+                    density=density,
+                    allocation=allocation,
+                    prunable=study.prunable,
+                    sampling=study.sampling,
                 )
                 add(
                     Variant("random_ticket", "random", "none", pruning.allocation or allocation),
@@ -96,10 +104,10 @@ def _collect(runs: list[StudyRun], results: Mapping[str, dict[str, Any] | None])
     out = _Collected(defaultdict(dict), [], {}, {}, 0)
     for run in runs:
         result = results.get(run.spec.run_hash())
-        if not result or result.get("status") != "done" or result.get("final_test_acc") is None:
+        value = reported_accuracy(result)
+        if result is None or value is None:
             out.missing += 1
             continue
-        value = float(result["final_test_acc"])
         if run.variant.group == "dense":
             out.dense.append(value)
             continue
@@ -213,6 +221,7 @@ def summarize(study: SanityStudy, results: Mapping[str, dict[str, Any] | None]) 
     )
     verdicts = _verdicts(study, found.acc)
     return SanitySummary(
+        metrics=_metrics(study, results),
         study=study,
         cells=cells,
         verdicts=verdicts,
@@ -224,6 +233,29 @@ def summarize(study: SanityStudy, results: Mapping[str, dict[str, Any] | None]) 
         provenance=provenance_summary(results.get(run.spec.run_hash()) for run in study_runs(study)),
         notes=verdict_notes(verdicts),
     )
+
+
+def sanity_specs(study: SanityStudy) -> list[Any]:
+    """Every stored run of the study: the training runs, then (when it measures beyond accuracy) their
+    evaluations."""
+    specs: list[Any] = [run.spec for run in study_runs(study)]
+    if study.evaluate is not None:
+        specs += [EvaluationSpec(run=spec, metrics=study.evaluate) for spec in list(specs)]
+    return specs
+
+
+def _metrics(
+    study: SanityStudy, results: Mapping[str, dict[str, Any] | None]
+) -> dict[tuple[str, float], dict[str, Estimate]]:
+    """Per (variant label, density), the mean and CI over seeds of each evaluated metric."""
+    if study.evaluate is None:
+        return {}
+    values: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in study_runs(study):
+        evaluation = EvaluationSpec(run=run.spec, metrics=study.evaluate)
+        for name, value in evaluation_metrics(results.get(evaluation.run_hash())).items():
+            values[(run.variant.label, run.density)][name].append(value)
+    return {key: {name: mean_ci(v) for name, v in found.items()} for key, found in values.items()}
 
 
 def verdict_line(v: Verdict) -> str:
@@ -264,7 +296,7 @@ SANITY = register_study(
     StudyKind(
         "sanity",
         SanityStudy,
-        runs=lambda study: [run.spec for run in study_runs(study)],
+        runs=sanity_specs,
         summarize=summarize,
         report=write_sanity_report,
         description="Su et al. 2020: methods x sanity checks x densities x seeds, random tickets, dense",

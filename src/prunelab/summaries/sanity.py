@@ -110,6 +110,8 @@ class SanitySummary:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: warnings for the report and the CLI, e.g. too few seeds for the verdicts' test
     notes: list[str] = field(default_factory=list)
+    #: (variant label, density) -> metric name -> mean over seeds (when the study evaluates beyond accuracy)
+    metrics: dict[tuple[str, float], dict[str, Estimate]] = field(default_factory=dict)
 
     def cell(self, label: str, density: float) -> Cell | None:
         for c in self.cells:

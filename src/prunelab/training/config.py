@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class TrainConfig(BaseModel):
@@ -19,9 +19,28 @@ class TrainConfig(BaseModel):
         nesterov: Nesterov momentum (Random_Pruning uses it).
         weight_decay: L2 penalty on all parameters (as in the papers' code, BN and biases included).
         schedule: ``"multistep"`` (x ``gamma`` at each milestone), ``"cosine"`` (to 0) or ``"constant"``.
-        milestones: fractions of ``epochs`` at which the multistep schedule decays.
+        milestones: fractions of ``epochs`` at which the multistep schedule decays (epoch
+            ``int(m * epochs)``, as the papers' ``MultiStepLR`` at ``int(E/2), int(3E/4)``).
+        milestone_epochs: exact epochs of the multistep decays instead (e.g. ImageNet's 30, 60, 80
+            of 90); when given, ``milestones`` is ignored.
         gamma: multistep decay factor.
+        warmup_epochs: linear warm-up: epoch ``e < warmup_epochs`` runs at ``lr * (e + 1) /
+            (warmup_epochs + 1)`` (Random_Pruning's ImageNet code; 0 = none).
+        label_smoothing: cross-entropy label smoothing (0 = none; 0.1 in Random_Pruning's ImageNet code).
+        weight_decay_exclude: parameters spared weight decay: ``"none"`` (the CIFAR codes decay
+            everything), ``"norm"`` (normalisation layers' weights and biases: Random_Pruning's
+            ImageNet code skips every parameter named "bn") or ``"norm_bias"`` (those and all biases).
         augment: apply the dataset's augmentation to training batches.
+        checkpoint: which weights a run reports: ``"final"`` (the last epoch's) or
+            ``"best_validation"`` (the epoch with the best accuracy on the validation hold-out,
+            evaluated once on the test split; needs the dataset option ``validation: N``), as
+            Random_Pruning's CIFAR-10 code does with its last 5,000 training images.
+        nproc: processes the run trains in (DistributedDataParallel; one GPU each on CUDA, gloo
+            on CPU); 1 = one process. ``batch_size`` stays the global batch (each process takes
+            ``batch_size / nproc`` of every batch, so it must divide it). Part of the run hash
+            when above 1: a DDP run sums gradients in another order, so its floating-point
+            result differs slightly from one process and it is its own run
+            (:mod:`prunelab.training.distributed`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,8 +53,42 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: tuple[float, ...] = (0.5, 0.75)
+    milestone_epochs: tuple[int, ...] = ()
     gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    weight_decay_exclude: Literal["none", "norm", "norm_bias"] = "none"
     augment: bool = True
+    checkpoint: Literal["final", "best_validation"] = "final"
+    nproc: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_recipe(cls, data: Any) -> Any:
+        # ``train: random_pruning`` or ``{recipe: random_pruning, epochs: 10}``: a named recipe
+        # (prunelab.training.recipes) with the given fields on top.
+        if isinstance(data, str):
+            data = {"recipe": data}
+        if isinstance(data, dict) and "recipe" in data:
+            from prunelab.training.recipes import RECIPES
+
+            name = str(data["recipe"]).lower()
+            if name not in RECIPES:
+                raise ValueError(
+                    f"unknown recipe {data['recipe']!r}; valid choices: {', '.join(sorted(RECIPES))}"
+                )
+            rest = {k: v for k, v in data.items() if k != "recipe"}
+            data = {**RECIPES[name].model_dump(exclude_defaults=True), **rest}
+        return data
+
+    @model_validator(mode="after")
+    def _divisible_batch(self) -> TrainConfig:
+        if self.batch_size % self.nproc:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by nproc {self.nproc}: each process "
+                "takes an equal share of the global batch; choose a multiple of nproc"
+            )
+        return self
 
     @field_validator("milestones")
     @classmethod
@@ -44,13 +97,28 @@ class TrainConfig(BaseModel):
             raise ValueError(f"milestones are fractions of training in (0, 1), got {value}")
         return tuple(sorted(value))
 
+    @field_validator("milestone_epochs")
+    @classmethod
+    def _epochs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(m < 1 for m in value):
+            raise ValueError(f"milestone_epochs are epochs >= 1, got {value}")
+        return tuple(sorted(value))
+
+    def decay_epochs(self) -> tuple[int, ...]:
+        """The epochs (0-based, the first epoch run at the decayed rate) of the multistep decays."""
+        if self.milestone_epochs:
+            return self.milestone_epochs
+        return tuple(int(m * self.epochs) for m in self.milestones)
+
     def lr_at(self, epoch: int) -> float:
-        """The learning rate used during epoch ``epoch`` (0-based)."""
+        """The learning rate used during epoch ``epoch`` (0-based), warm-up included."""
+        if epoch < self.warmup_epochs:
+            return self.lr * (epoch + 1) / (self.warmup_epochs + 1)
         if self.schedule == "constant" or self.epochs == 0:
             return self.lr
         if self.schedule == "cosine":
             import math
 
             return 0.5 * self.lr * (1.0 + math.cos(math.pi * epoch / self.epochs))
-        decays = sum(1 for m in self.milestones if epoch >= int(m * self.epochs))
+        decays = sum(1 for m in self.decay_epochs() if epoch >= m)
         return self.lr * self.gamma**decays

@@ -9,6 +9,7 @@ Both mask passes are single ``torch._foreach_mul_`` calls over all prunable tens
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prunelab.data.bundle import DataBundle
+from prunelab.errors import PrunelabError
 from prunelab.pruning.mask import Mask
 from prunelab.training.config import TrainConfig
+from prunelab.training.distributed import Shard
 
 
 class MaskEnforcer:
@@ -104,9 +107,30 @@ class TrainResult:
 EpochCallback = Callable[[EpochRecord, Callable[[], TrainState]], None]
 
 
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def decay_groups(model: nn.Module, exclude: str) -> list[dict[str, Any]]:
+    """Parameter groups for SGD: all parameters decayed (``exclude="none"``), or the normalisation
+    layers' parameters (``"norm"``), and also every bias (``"norm_bias"``), in a group without decay."""
+    if exclude == "none":
+        return [{"params": list(model.parameters())}]
+    spared: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, _NORM_TYPES) or (exclude == "norm_bias" and name == "bias"):
+                spared.add(id(param))
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if id(p) not in spared]},
+        {"params": [p for p in params if id(p) in spared], "weight_decay": 0.0},
+    ]
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD per ``config``: momentum (Nesterov optional), weight decay on the groups it names."""
     return torch.optim.SGD(
-        model.parameters(),
+        decay_groups(model, config.weight_decay_exclude),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,
@@ -115,11 +139,16 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DataBundle, batch_size: int = 1000) -> tuple[float, float]:
-    """``(mean cross-entropy, accuracy fraction)`` on the test split."""
+def evaluate(
+    model: nn.Module, data: DataBundle, batch_size: int = 1000, *, split: str = "test"
+) -> tuple[float, float]:
+    """``(mean cross-entropy, accuracy fraction)`` on the evaluation split (``"test"``: the test
+    split, or the validation hold-out when the data has one) or on the held-out test split
+    (``"heldout"``: the real test split behind a validation hold-out)."""
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for x, y in data.test_batches(batch_size):
+    batches = data.heldout_batches(batch_size) if split == "heldout" else data.test_batches(batch_size)
+    for x, y in batches:
         logits = model(x)
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
@@ -140,6 +169,7 @@ def train(
     start_epoch: int = 0,
     after_backward: Sequence[Callable[[], None]] = (),
     after_step: Sequence[Callable[[float], None]] = (),
+    shard: Shard | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with SGD; pruned weights (``mask`` False) stay exactly zero.
 
@@ -158,7 +188,16 @@ def train(
             are masked and the step is taken (e.g. the L1 penalty on BN scales of network slimming).
         after_step: called with the step's learning rate after each optimizer step (and after the
             mask is re-applied), e.g. the proximal L1 step of Sparse Structure Selection.
+        shard: this process's rank in a distributed run (``config.nproc`` ranks; None: one
+            process): the model trains wrapped in DistributedDataParallel on this rank's slice of
+            each global batch, and only rank 0 evaluates (see :mod:`prunelab.training.distributed`).
     """
+    ranks = 1 if shard is None else shard.world
+    if config.nproc != ranks:
+        raise PrunelabError(
+            f"train.nproc={config.nproc} but this training runs in {ranks} process(es): only training "
+            "runs (prunelab train, RunSpec) launch several processes; set train.nproc=1 here"
+        )
     generator = generator or torch.Generator().manual_seed(0)
     optimizer = make_optimizer(model, config)
     if not 0 <= start_epoch <= config.epochs:
@@ -172,6 +211,8 @@ def train(
     enforcer = MaskEnforcer(model, mask, optimizer)
     enforcer.apply_weights()
     enforcer.clear_state()
+    # DDP after the mask and the resumed state are in place: wrapping broadcasts rank 0's weights.
+    net = model if shard is None else shard.wrap(model)
 
     def snapshot(epoch_done: int) -> Callable[[], TrainState]:
         return lambda: TrainState(
@@ -187,13 +228,28 @@ def train(
         lr = config.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        model.train()
+        net.train()
         loss_sum = torch.zeros((), device=data.device)
         correct = torch.zeros((), device=data.device, dtype=torch.long)
         seen = 0
-        for x, y in data.train_batches(config.batch_size, generator, augment=config.augment):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+        batches = (
+            ((x, y, 0) for x, y in data.train_batches(config.batch_size, generator, augment=config.augment))
+            if shard is None
+            else data.train_shard_batches(
+                config.batch_size, generator, shard.rank, shard.world, augment=config.augment
+            )
+        )
+        for x, y, whole in batches:
+            logits = net(x)
+            if shard is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                summed = loss.detach() * y.shape[0]
+            else:
+                # This rank's part of the global batch mean (``whole`` examples): DDP averages the
+                # ranks' gradients, so the step is the one-process step on the whole batch.
+                summed = F.cross_entropy(logits, y, reduction="sum", label_smoothing=config.label_smoothing)
+                loss = summed * (shard.world / whole)
+                summed = summed.detach()
             optimizer.zero_grad(set_to_none=False)
             loss.backward()
             for hook in after_backward:
@@ -204,10 +260,16 @@ def train(
             for step_hook in after_step:
                 step_hook(lr)
             # Accumulate on device: no host sync per step.
-            loss_sum += loss.detach() * y.shape[0]
+            loss_sum += summed
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]
-        test_loss, test_acc = evaluate(model, data)
+        if shard is not None:  # the epoch's training metrics over every rank's examples
+            totals = shard.sum_(
+                torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+            )
+            loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
+        # Rank 0 alone evaluates (the whole test split, as one process); only its records are written.
+        test_loss, test_acc = evaluate(model, data) if shard is None or shard.leads else (math.nan, math.nan)
         record = EpochRecord(
             epoch=epoch + 1,
             lr=lr,
