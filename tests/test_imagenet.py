@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 import prunelab
+from prunelab.data import download as download_mod
 from prunelab.data import imagenet as imagenet_mod
 from prunelab.data import load_dataset
 from prunelab.data.download import ArchiveSource
@@ -438,7 +439,7 @@ def test_tiny_imagenet_through_file_url(
     def no_download(*args: object, **kwargs: object) -> Path:
         raise AssertionError("downloaded again")
 
-    monkeypatch.setattr(imagenet_mod, "download_file", no_download)
+    monkeypatch.setattr(download_mod, "download_file", no_download)
     (data_dir / "tiny-imagenet-200.zip").unlink()
     again = load_dataset("tiny_imagenet", data_dir=data_dir, download=False, num_workers=0)
     assert _same(list(data.test_batches(6)), list(again.test_batches(6)))

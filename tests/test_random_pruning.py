@@ -246,3 +246,12 @@ def test_every_study_can_set_the_prunable_set() -> None:
     ):
         study = parse_model(cls, {"prunable": policy, **extra})
         assert study.prunable == PrunableSet(**policy)
+
+
+def test_set_reaches_inside_a_named_recipe() -> None:
+    from prunelab.commands import apply_sets
+
+    payload = apply_sets({"train": {"epochs": 3}}, ["train=random_pruning", "train.epochs=2"])
+    assert payload["train"] == {"recipe": "random_pruning", "epochs": 2}
+    spec = parse_model(RunSpec, payload)
+    assert spec.train.epochs == 2 and spec.train.nesterov

@@ -238,3 +238,12 @@ def test_without_ray_installed_the_backend_is_one_line(
     err = capsys.readouterr().err
     assert code == 2 and "pip install 'prunelab[ray]'" in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_gpu_share_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from prunelab.cli import main
+
+    code = main(["sanity", "--preset", "demo", "--gpus-per-run", "1.5", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--gpus-per-run must be a fraction" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "index.sqlite").exists()

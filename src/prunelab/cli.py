@@ -29,6 +29,7 @@ from prunelab.cli_options import (  # noqa: E402
     DATA_DIR,
     DEVICE,
     FORCE,
+    GPUS_PER_RUN,
     HELP,
     MODEL_OPTION,
     PLUGIN,
@@ -180,6 +181,7 @@ def run_cmd(
     device: str = DEVICE,
     backend: str = BACKEND,
     address: str = ADDRESS,
+    gpus_per_run: float = GPUS_PER_RUN,
 ) -> None:
     """Run a spec file: a single run, or a whole study followed by its report."""
     where = commands.Execution(
@@ -193,6 +195,7 @@ def run_cmd(
         threads,
         backend=backend,
         address=address,
+        gpus_per_run=gpus_per_run,
     )
     commands.run_spec_file(spec_file, set_ or [], where, typer.echo)
 
@@ -219,6 +222,7 @@ def evaluate(
     device: str = DEVICE,
     backend: str = BACKEND,
     address: str = ADDRESS,
+    gpus_per_run: float = GPUS_PER_RUN,
 ) -> None:
     """Measure calibration, OOD detection, adversarial and shift robustness of finished runs (each
     evaluation is stored beside its run and computed once), then write a report."""
@@ -233,6 +237,7 @@ def evaluate(
         threads,
         backend=backend,
         address=address,
+        gpus_per_run=gpus_per_run,
     )
     commands.evaluate_command(study, run or [], commands.split_names(metrics), set_ or [], where, typer.echo)
 

@@ -26,6 +26,8 @@ HELP = {
     "Ray cluster, same results; needs prunelab's ray extra).",
     "address": "Ray cluster to use with --backend ray: auto (the cluster this node belongs to) or HOST:PORT "
     "(default: $RAY_ADDRESS, else a new local instance).",
+    "gpus_per_run": "GPUs each run asks Ray for with --backend ray and a CUDA device (a fraction such as 0.25 "
+    "shares one GPU among 4 runs).",
 }
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help=HELP["runs_dir"])
 DATA_DIR = typer.Option(None, "--data-dir", help=HELP["data_dir"])
@@ -38,6 +40,7 @@ FORCE = typer.Option(False, "--force", help=HELP["force"])
 THREADS = typer.Option(1, "--threads", help=HELP["threads"])
 BACKEND = typer.Option("local", "--backend", help=HELP["backend"])
 ADDRESS = typer.Option(None, "--address", help=HELP["address"])
+GPUS_PER_RUN = typer.Option(1.0, "--gpus-per-run", help=HELP["gpus_per_run"])
 MODEL_OPTION = typer.Option(None, "--model-option", help="Model option key=value (repeatable).")
 
 
@@ -77,6 +80,7 @@ def _study_params(kind: Any) -> list[inspect.Parameter]:
         ("plugin", list[str], PLUGIN),
         ("backend", str, BACKEND),
         ("address", str | None, ADDRESS),
+        ("gpus_per_run", float, GPUS_PER_RUN),
     ]
     return params + [option(name, annotation, default) for name, annotation, default in common]
 
@@ -97,6 +101,7 @@ def add_study_command(app: typer.Typer, kind: Any) -> None:
             kwargs["threads"],
             backend=kwargs["backend"],
             address=kwargs["address"],
+            gpus_per_run=kwargs["gpus_per_run"],
         )
         commands.run_study_command(
             kind.name, kwargs["preset"], given, kwargs["set_"] or [], where, typer.echo

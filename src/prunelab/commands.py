@@ -48,6 +48,10 @@ def parse_pairs(pairs: Sequence[str] | None, what: str) -> list[tuple[str, Any]]
     return out
 
 
+#: The key a bare string stands for when ``--set`` reaches inside it (``train: random_pruning`` is a recipe).
+_NAME_KEYS = {"train": "recipe"}
+
+
 def apply_sets(payload: dict[str, Any], sets: Sequence[str] | None) -> dict[str, Any]:
     """Apply ``--set path=value`` overrides to a spec payload, in place; returns it.
 
@@ -74,8 +78,8 @@ def apply_sets(payload: dict[str, Any], sets: Sequence[str] | None) -> dict[str,
             else:
                 if node.get(part) is None:
                     node[part] = {}
-                if isinstance(node[part], str):  # a bare registry name becomes {name: ...}
-                    node[part] = {"name": node[part]}
+                if isinstance(node[part], str):  # a bare name becomes {name: ...} ({recipe: ...} for train)
+                    node[part] = {_NAME_KEYS.get(part, "name"): node[part]}
                 node = node[part]
     return payload
 
@@ -133,6 +137,7 @@ def run_one(
     backend: str = "local",
     address: str | None = None,
     plugins: Sequence[str] = (),
+    gpus_per_run: float = 1.0,
 ) -> dict[str, Any]:
     """Execute one run spec of any kind with an epoch progress bar; prints its accuracy and folder.
     With ``backend="ray"`` the run (and its unfinished parents) are Ray tasks, with a run bar."""
@@ -142,7 +147,7 @@ def run_one(
     from prunelab.runs import RunContext, execute, executor_for, resolve_device, validate_all
     from prunelab.store import RunStore
 
-    check_backend(backend, address)
+    check_backend(backend, address, gpus_per_run)
     if backend == "local" or not device.startswith(("cuda", "auto")):  # a cluster's GPUs are not ours
         resolve_device(device)
     validate_all([spec], RunContext(data_dir, device, threads=threads))  # before any bar or file
@@ -160,6 +165,7 @@ def run_one(
             threads=threads,
             backend=backend,
             address=address,
+            gpus_per_run=gpus_per_run,
         )
     elif done is not None:
         echo(f"already finished (use --force to recompute): {store.run_dir(spec)}")
@@ -222,6 +228,7 @@ class Execution:
     threads: int = 1
     backend: str = "local"
     address: str | None = None
+    gpus_per_run: float = 1.0
 
 
 def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
@@ -232,7 +239,7 @@ def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
     from prunelab.runs import resolve_device
     from prunelab.studies import run_study
 
-    check_backend(where.backend, where.address)
+    check_backend(where.backend, where.address, where.gpus_per_run)
     # A bad device is a one-line error before anything trains (a Ray cluster's GPUs are not ours).
     if where.backend == "local" or not where.device.startswith(("cuda", "auto")):
         resolve_device(where.device)
@@ -252,6 +259,7 @@ def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
         threads=where.threads,
         backend=where.backend,
         address=where.address,
+        gpus_per_run=where.gpus_per_run,
     )
     echo(f"finished in {time.perf_counter() - began:.0f} s")
     for line in kind.conclusions(summary):
@@ -308,6 +316,7 @@ def run_spec_file(path: Path, sets: Sequence[str], where: Execution, echo: Echo)
             backend=where.backend,
             address=where.address,
             plugins=where.plugins,
+            gpus_per_run=where.gpus_per_run,
         )
         return
     kind = STUDIES.get(str(kind_name))
@@ -536,6 +545,7 @@ def evaluate_command(
         threads=where.threads,
         backend=where.backend,
         address=where.address,
+        gpus_per_run=where.gpus_per_run,
     )
     store = RunStore(where.runs_dir, readonly=True)
     results = [(e, store.result(e)) for e in evaluations]

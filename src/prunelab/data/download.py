@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -177,13 +178,22 @@ def extract_tar_atomic(archive: Path, dest_dir: Path, expected_member: str) -> P
     return target
 
 
-def ensure_archive(source: ArchiveSource, root: Path, *, download: bool, progress: bool = False) -> Path:
+def ensure_archive(
+    source: ArchiveSource,
+    root: Path,
+    *,
+    download: bool,
+    progress: bool = False,
+    extract: Callable[[Path, Path, str], Path] | None = None,
+) -> Path:
     """The extracted folder ``root / source.folder``, obtaining it if needed.
 
     In order: use the extracted folder if it exists; else extract ``root / source.filename`` if it
     exists and its MD5 matches; else download it (when ``download``) and extract it; otherwise raise a
-    :class:`DataError` saying which file is missing and where to get it.
+    :class:`DataError` saying which file is missing and where to get it. ``extract(archive, dest_dir,
+    expected_member)`` unpacks atomically (default: :func:`extract_tar_atomic`; a zip passes its own).
     """
+    extract = extract or extract_tar_atomic
     root = Path(root)
     folder = root / source.folder
     if folder.is_dir():
@@ -192,7 +202,7 @@ def ensure_archive(source: ArchiveSource, root: Path, *, download: bool, progres
     if archive.is_file():
         actual = md5sum(archive)
         if actual == source.md5.lower():
-            return extract_tar_atomic(archive, root, source.folder)
+            return extract(archive, root, source.folder)
         if not download:
             raise DataError(
                 f"{archive} is corrupt (expected md5 {source.md5.lower()}, got {actual}); "
@@ -204,4 +214,4 @@ def ensure_archive(source: ArchiveSource, root: Path, *, download: bool, progres
             f"(md5 {source.md5.lower()}) into {root}, or allow downloading"
         )
     download_file(source.url, archive, source.md5, progress=progress)
-    return extract_tar_atomic(archive, root, source.folder)
+    return extract(archive, root, source.folder)

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from prunelab.data.bundle import DataBundle
-from prunelab.data.download import ArchiveSource, download_file, md5sum
+from prunelab.data.download import ArchiveSource, ensure_archive
 from prunelab.data.registry import register_dataset
 from prunelab.data.streaming import (
     IMAGE_EXTENSIONS,
@@ -113,31 +113,9 @@ def extract_zip_atomic(archive: Path, dest_dir: Path, expected_member: str) -> P
 
 
 def ensure_zip(source: ArchiveSource, root: Path, *, download: bool, progress: bool = False) -> Path:
-    """The extracted folder ``root / source.folder``, obtaining it if needed (as
-    :func:`~prunelab.data.download.ensure_archive`, for a zip): use the folder if it exists; else
-    extract ``root / source.filename`` if its MD5 matches; else download it (when ``download``) and
-    extract it; otherwise raise a :class:`DataError` saying what is missing and where to get it."""
-    root = Path(root)
-    folder = root / source.folder
-    if folder.is_dir():
-        return folder
-    archive = root / source.filename
-    if archive.is_file():
-        actual = md5sum(archive)
-        if actual == source.md5.lower():
-            return extract_zip_atomic(archive, root, source.folder)
-        if not download:
-            raise DataError(
-                f"{archive} is corrupt (expected md5 {source.md5.lower()}, got {actual}); "
-                "delete it or allow downloading to fetch it again"
-            )
-    elif not download:
-        raise DataError(
-            f"{archive} is missing and downloading is off; download it from {source.url} "
-            f"(md5 {source.md5.lower()}) into {root}, or allow downloading"
-        )
-    download_file(source.url, archive, source.md5, progress=progress)
-    return extract_zip_atomic(archive, root, source.folder)
+    """:func:`~prunelab.data.download.ensure_archive` for a zip archive (extracted with
+    :func:`extract_zip_atomic`)."""
+    return ensure_archive(source, root, download=download, progress=progress, extract=extract_zip_atomic)
 
 
 # --------------------------------------------------------------------------- folder scanning

@@ -15,6 +15,7 @@ import random
 import tempfile
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,27 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
+def bundle_from_arrays(name: str, arrays: dict[str, np.ndarray], info: Mapping[str, object]) -> DataBundle:
+    """A DataBundle from ``make_dataset``-style arrays: ``x (N, 40)`` -> ``(N, 1, 40)`` float32, int64 labels."""
+
+    def inputs(key: str) -> torch.Tensor:
+        return torch.from_numpy(arrays[key].astype(np.float32)).unsqueeze(1)
+
+    def labels(key: str) -> torch.Tensor:
+        return torch.from_numpy(arrays[key].astype(np.int64))
+
+    return DataBundle(
+        name=name,
+        train_x=inputs("x"),
+        train_y=labels("y"),
+        test_x=inputs("x_test"),
+        test_y=labels("y_test"),
+        num_classes=NUM_CLASSES,
+        augmentation=None,
+        info=dict(info),
+    )
+
+
 @register_dataset(
     "mnist1d",
     description="MNIST-1D: 4000/1000 length-40 1-D signals, 10 classes (generated locally, cached)",
@@ -123,19 +145,5 @@ def load_mnist1d(
         arrays = _generate(args)
         _write_cache(path, arrays)
 
-    def inputs(key: str) -> torch.Tensor:
-        return torch.from_numpy(arrays[key].astype(np.float32)).unsqueeze(1)
-
-    def labels(key: str) -> torch.Tensor:
-        return torch.from_numpy(arrays[key].astype(np.int64))
-
-    return DataBundle(
-        name="mnist1d",
-        train_x=inputs("x"),
-        train_y=labels("y"),
-        test_x=inputs("x_test"),
-        test_y=labels("y_test"),
-        num_classes=NUM_CLASSES,
-        augmentation=None,
-        info={"source": "mnist1d.data.make_dataset (generated locally)", "args": args, "cache": str(path)},
-    )
+    info = {"source": "mnist1d.data.make_dataset (generated locally)", "args": args, "cache": str(path)}
+    return bundle_from_arrays("mnist1d", arrays, info)

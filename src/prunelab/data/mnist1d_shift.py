@@ -41,10 +41,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from prunelab.data.bundle import DataBundle
-from prunelab.data.mnist1d import NUM_CLASSES, _read_cache, _write_cache, cache_path, dataset_args
+from prunelab.data.mnist1d import (
+    NUM_CLASSES,
+    _read_cache,
+    _write_cache,
+    bundle_from_arrays,
+    cache_path,
+    dataset_args,
+)
 from prunelab.data.registry import register_dataset
 from prunelab.errors import PrunelabError
 from prunelab.options import as_int
@@ -181,21 +187,10 @@ def _load(
         arrays = _arrays(args, templates)
         _write_cache(path, arrays)
 
-    def inputs(which: str) -> torch.Tensor:
-        return torch.from_numpy(arrays[which].astype(np.float32)).unsqueeze(1)
-
-    def labels(which: str) -> torch.Tensor:
-        return torch.from_numpy(arrays[which].astype(np.int64))
-
-    return DataBundle(
-        name=name,
-        train_x=inputs("x"),
-        train_y=labels("y"),
-        test_x=inputs("x_test"),
-        test_y=labels("y_test"),
-        num_classes=NUM_CLASSES,
-        augmentation=None,
-        info={
+    return bundle_from_arrays(
+        name,
+        arrays,
+        {
             "source": "mnist1d generator (generated locally); see prunelab.data.mnist1d_shift",
             "args": args,
             "cache": str(path),

@@ -150,9 +150,14 @@ class _LazyPool:
 BACKENDS = ("local", "ray")
 
 
-def check_backend(backend: str, address: str | None = None) -> None:
-    """A one-line error for an unknown backend, an ``address`` without Ray, or Ray not installed;
-    called before anything is created, so a bad flag costs nothing."""
+def check_backend(backend: str, address: str | None = None, gpus_per_run: float = 1.0) -> None:
+    """A one-line error for an unknown backend, an ``address`` without Ray, Ray not installed, or a
+    GPU share outside (0, 1] or not a whole number of GPUs; called before anything is created, so a
+    bad flag costs nothing."""
+    if not (0 < gpus_per_run <= 1 or float(gpus_per_run).is_integer() and gpus_per_run > 0):
+        raise PrunelabError(
+            f"--gpus-per-run must be a fraction in (0, 1] or a whole number of GPUs, got {gpus_per_run:g}"
+        )
     if backend not in BACKENDS:
         raise PrunelabError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if address is not None and backend != "ray":
@@ -196,7 +201,7 @@ def run_specs(
 
     Every run (and every parent) is validated before anything is created or trained.
     """
-    check_backend(backend, address)
+    check_backend(backend, address, gpus_per_run)
     validate_all(specs, RunContext(data_dir, device, threads=threads))
     store = RunStore(runs_dir)
     wanted = {spec.run_hash() for spec in specs}

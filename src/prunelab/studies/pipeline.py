@@ -66,6 +66,7 @@ def run_study(
     threads: int = 1,
     backend: str = "local",
     address: str | None = None,
+    gpus_per_run: float = 1.0,
 ) -> tuple[Any, Path]:
     """Run (or resume) every run of ``study``, summarise it, and write its report.
 
@@ -82,11 +83,12 @@ def run_study(
         backend: ``"local"`` or ``"ray"`` (one Ray task per run; the same results).
         address: the Ray cluster to use (``"auto"``, ``"HOST:PORT"``; see
             :func:`prunelab.runners.run_specs`).
+        gpus_per_run: GPUs each Ray task asks for with a CUDA device (a fraction shares a GPU).
 
     Returns:
         The summary and the path of ``report.html``.
     """
-    check_backend(backend, address)  # a bad backend costs nothing: before study.json is written
+    check_backend(backend, address, gpus_per_run)  # a bad backend costs nothing: before study.json is written
     entry = STUDIES.get(kind) if kind is not None else kind_of(study)
     if not isinstance(study, entry.spec_type):
         raise PrunelabError(
@@ -116,6 +118,7 @@ def run_study(
         threads=threads,
         backend=backend,
         address=address,
+        gpus_per_run=gpus_per_run,
     )
     summary = entry.summarize(study, {s.run_hash(): r or None for s, r in zip(specs, results, strict=True)})
     return summary, entry.report(summary, out)
