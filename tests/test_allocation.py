@@ -5,6 +5,8 @@ Layers: A conv (4, 2, 3, 3) N=72; B conv (8, 4, 3, 3) N=288; C linear (10, 8) N=
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -116,3 +118,41 @@ def test_unknown_allocation_and_bad_density() -> None:
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(PrunelabError, match=r"\(0, 1\]"):
             counts("uniform", bad)
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000])
+def test_top_k_by_threshold_equals_a_stable_sort(n: int) -> None:
+    """The threshold selection (from the short end) keeps exactly what a stable descending sort
+    keeps: the k largest, ties to the lower index, NaN lowest, for every k."""
+    from prunelab.pruning.allocation import kth_largest, top_k_flat
+
+    gen = torch.Generator().manual_seed(n)
+    values = torch.randint(0, 5, (n,), generator=gen).double()  # many ties
+    if n > 3:
+        values[2] = float("nan")
+    ranked = torch.nan_to_num(values, nan=-math.inf)
+    order = sorted(range(n), key=lambda i: (-float(ranked[i]), i))
+    for k in range(0, n + 1, max(1, n // 37)):
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[order[:k]] = True
+        assert torch.equal(top_k_flat(values, k), expected), k
+        if k:
+            assert float(kth_largest(ranked, k)) == float(ranked[order[k - 1]])
+
+
+def test_the_global_rules_own_selection_equals_counts_then_select_top() -> None:
+    """One threshold cut back into layers keeps exactly what the counts + per-layer top-k kept."""
+    from prunelab.pruning.allocation import allocate_mask, select_top
+    from prunelab.pruning.prunable import Layer
+
+    layers = [
+        Layer("a", "conv", (4, 3, 3, 3), 0),
+        Layer("b", "conv", (8, 4, 3, 3), 1),
+        Layer("c", "linear", (5, 8), 2),
+    ]
+    gen = torch.Generator().manual_seed(0)
+    scores = {l.name: torch.randint(0, 6, l.shape, generator=gen).double() for l in layers}  # many ties
+    for density in (0.05, 0.3, 0.5, 0.77, 1.0):
+        fast = allocate_mask(layers, density, "global", scores=scores)
+        slow = select_top(layers, scores, allocate(layers, density, "global", scores=scores))
+        assert all(torch.equal(fast[l.name], slow[l.name]) for l in layers), density

@@ -210,7 +210,7 @@ def test_prunelab_evaluate_writes_calibration_and_adversarial_figures(
         (["--set", "ood=[nope]"], "unknown dataset 'nope'"),
         (["--metrics", "adversarial", "--set", "epsilons=[-0.1]"], "epsilon must be >= 0"),
         (["--metrics", "colour"], "unknown evaluation 'colour'"),
-        (["--run", "no-such-run"], "no training run 'no-such-run'"),
+        (["--run", "no-such-run"], "no trained run 'no-such-run'"),
         (["--study", "nostudy"], "no study 'nostudy'"),
     ],
 )
@@ -264,3 +264,40 @@ def test_a_sanity_study_adds_the_evaluated_metrics_as_columns(tmp_path: Path) ->
     assert summary.metrics[("magnitude", 0.5)]["ece"].n == 2
     text = report.with_name("report.md").read_text()
     assert "## Beyond accuracy" in text and "Bernoulli" in text
+
+
+@pytest.mark.slow
+def test_structured_runs_are_evaluated_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every trained run of a Rethinking study (large, pruned, fine-tuned, scratch) loads its own
+    architecture and weights for the evaluation."""
+    from prunelab.spec.studies import RethinkingStudy
+
+    study = parse_model(
+        RethinkingStudy,
+        {
+            "name": "r-eval",
+            "data": DATA,
+            "model": {"name": "cnn1d", "options": {"bn": True, "channels": 6}},
+            "train": TRAIN,
+            "methods": ["l1norm"],
+            "seeds": [0],
+        },
+    )
+    run_study(study, tmp_path / "runs", workers=1, progress=False)
+    code = main(
+        ["evaluate", "--runs-dir", str(tmp_path / "runs"), "--study", "r-eval", "--metrics", "calibration"]
+        + ["--workers", "1", "--out", str(tmp_path / "eval")]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = (tmp_path / "eval" / "evaluations.csv").read_text().splitlines()[1:]
+    groups = {row.split(",")[1] for row in rows}
+    assert {"cnn1d l1norm prune", "cnn1d l1norm finetune", "cnn1d plain large"} <= groups
+    store = RunStore(tmp_path / "runs")
+    for line in rows:  # the evaluation's accuracy is the run's own
+        name = line.split(",")[0]
+        result = json.loads((store.root / name / "result.json").read_text())
+        evaluated = next(p for p in store.root.glob(f"eval-{name}-*/result.json"))
+        assert json.loads(evaluated.read_text())["metrics"]["accuracy"] == pytest.approx(
+            result["final_test_acc"], abs=1e-6
+        )

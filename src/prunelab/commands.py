@@ -443,8 +443,10 @@ def prune_to_file(payload: dict[str, Any], out: Path, data_dir: Path | None, ech
 
 
 def _stored_training_runs(runs_dir: Path) -> dict[str, tuple[Any, str]]:
-    """Every stored training run of ``runs_dir``: run hash -> (its RunSpec, status)."""
-    from prunelab.spec import RunSpec, parse_model
+    """Every stored run of ``runs_dir`` whose kind trains a model (training and structured runs):
+    run hash -> (its spec, status)."""
+    from prunelab.runs import EXECUTORS
+    from prunelab.spec import parse_model
     from prunelab.store import RunStore
 
     store = RunStore(runs_dir, readonly=True)
@@ -453,9 +455,12 @@ def _stored_training_runs(runs_dir: Path) -> dict[str, tuple[Any, str]]:
         stored = json.loads(row["spec"]) if isinstance(row.get("spec"), str) else None
         spec_file = Path(runs_dir) / row["name"] / "spec.json"
         record = json.loads(spec_file.read_text()) if spec_file.is_file() else None
-        if record is None or record.get("kind") != "training":
+        kind = str(record.get("kind")) if record is not None else ""
+        if record is None or kind not in EXECUTORS or EXECUTORS.get(kind).trained_model is None:
             continue
-        spec = parse_model(RunSpec, record.get("spec", stored), f"stored spec of {row['name']}")
+        spec = parse_model(
+            EXECUTORS.get(kind).spec_type, record.get("spec", stored), f"stored spec of {row['name']}"
+        )
         out[row["hash"]] = (spec, row["status"])
     return out
 
@@ -474,7 +479,7 @@ def select_runs(runs_dir: Path, study: str | None, runs: Sequence[str]) -> tuple
     for given in runs:
         key = given if given in stored else by_name.get(given)
         if key is None:
-            raise PrunelabError(f"no training run {given!r} in {runs_dir} (give a run name or hash)")
+            raise PrunelabError(f"no trained run {given!r} in {runs_dir} (give a run name or hash)")
         spec, status = stored[key]
         if status != "done":
             raise PrunelabError(f"run {spec.run_name()} has not finished (status {status}); train it first")
@@ -497,7 +502,7 @@ def select_runs(runs_dir: Path, study: str | None, runs: Sequence[str]) -> tuple
         chosen.append(spec)
     if not chosen:
         raise PrunelabError(
-            f"no finished training run to evaluate in {runs_dir}" + (f" (study {study})" if study else "")
+            f"no finished trained run to evaluate in {runs_dir}" + (f" (study {study})" if study else "")
         )
     return sorted(chosen, key=lambda s: s.run_name()), skipped
 

@@ -78,6 +78,8 @@ class Allocation:
         needs_input_shape: the rule runs the network without data and needs one example's shape.
         fixes_last_layer: the rule sets the last layer's density itself (``erk_plus``: the
             classifier), so it cannot be combined with the prunable set's ``last_layer_density``.
+        select: the rule's mask directly (the positions it ranks, not only counts), when it can
+            give them faster than counts followed by :func:`select_top` (the global rule).
     """
 
     name: str
@@ -89,6 +91,7 @@ class Allocation:
     needs_data: bool = False
     needs_input_shape: bool = False
     fixes_last_layer: bool = False
+    select: Callable[[AllocationContext], Mask] | None = None
 
 
 ALLOCATIONS: Registry[Allocation] = Registry("allocation")
@@ -104,6 +107,7 @@ def register_allocation(
     needs_data: bool = False,
     needs_input_shape: bool = False,
     fixes_last_layer: bool = False,
+    select: Callable[[AllocationContext], Mask] | None = None,
 ) -> Callable[[AllocationFn], AllocationFn]:
     """Decorator registering an allocation rule ``fn(ctx) -> counts``; ``options`` are its option
     names and defaults (read from ``ctx.options``); the flags are :class:`Allocation`'s."""
@@ -119,6 +123,7 @@ def register_allocation(
             needs_data=needs_data,
             needs_input_shape=needs_input_shape,
             fixes_last_layer=fixes_last_layer,
+            select=select,
         )
         ALLOCATIONS.add(name, entry)
         return fn
@@ -166,23 +171,31 @@ def round_to_total(layers: list[Layer], fractional: Mapping[str, float], total: 
 
 
 # ---------------------------------------------------------------------------------------------
+def global_selection(ctx: AllocationContext) -> Mask:
+    """The global rule's mask itself: one threshold over all scores (the ``round(d N)`` largest kept,
+    ties to the earlier layer and lower index), cut back into layers. Keeping exactly these is what
+    :func:`select_top` would do with the rule's counts, without a second selection per layer."""
+    if ctx.scores is None:
+        raise PrunelabError("the 'global' allocation needs scores")
+    # On the scores' device (a GPU selects there); float64 so ties and tiny SynFlow scores rank exactly,
+    # except where the device has no float64 (MPS).
+    device = ctx.scores[ctx.layers[0].name].device
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    flat = torch.cat([ctx.scores[l.name].detach().flatten().to(device, dtype) for l in ctx.layers])
+    keep = top_k_flat(flat, target_count(ctx.layers, ctx.density))
+    parts = keep.split([layer.numel for layer in ctx.layers])
+    return Mask({layer.name: part.view(layer.shape) for layer, part in zip(ctx.layers, parts, strict=True)})
+
+
 @register_allocation(
     "global",
     needs_scores=True,
     description="one threshold over all prunable weights (top density*N scores kept)",
     paper="SNIP / GraSP / SynFlow / magnitude (Su et al. 2020; Lee et al. 2019)",
+    select=global_selection,
 )
 def global_allocation(ctx: AllocationContext) -> Counts:
-    if ctx.scores is None:
-        raise PrunelabError("the 'global' allocation needs scores")
-    flat = torch.cat([ctx.scores[l.name].detach().flatten().double().cpu() for l in ctx.layers])
-    keep = top_k_flat(flat, target_count(ctx.layers, ctx.density))
-    counts: Counts = {}
-    offset = 0
-    for layer in ctx.layers:
-        counts[layer.name] = int(keep[offset : offset + layer.numel].sum())
-        offset += layer.numel
-    return counts
+    return global_selection(ctx).counts()
 
 
 @register_allocation(
@@ -549,10 +562,26 @@ def like_mask(reference: Mask) -> AllocationFn:
 
 
 # ---------------------------------------------------------------------------------------------
+def kth_largest(values: Tensor, k: int) -> Tensor:
+    """The ``k``-th largest entry of a 1-D tensor (0-d tensor on its device), ``1 <= k <= n``.
+
+    Selected from whichever end is shorter (the ``k`` largest, or the ``n - k + 1`` smallest), so a
+    round keeping 97 % of the weights (SynFlow's early rounds) selects 3 %, not 97 %. On CPU
+    ``torch.topk`` of the short end; elsewhere ``torch.kthvalue`` (one selection, no top-k buffer).
+    """
+    n = values.numel()
+    if values.device.type != "cpu":
+        return torch.kthvalue(values, n - k + 1).values
+    if k <= n - k + 1:
+        return torch.topk(values, k, sorted=False).values.min()
+    return torch.topk(values, n - k + 1, largest=False, sorted=False).values.max()
+
+
 def top_k_flat(scores: Tensor, k: int) -> Tensor:
     """Bool mask of the ``k`` largest entries of a 1-D tensor; ties go to the lower index.
 
-    NaN counts as the lowest score. Runs in O(n) via a threshold rather than a full sort.
+    NaN counts as the lowest score. Runs in O(n) after one selection of the threshold
+    (:func:`kth_largest`) rather than a full sort, on the scores' device.
     """
     n = scores.numel()
     keep = torch.zeros(n, dtype=torch.bool, device=scores.device)
@@ -561,7 +590,7 @@ def top_k_flat(scores: Tensor, k: int) -> Tensor:
     if k >= n:
         return keep.fill_(True)
     values = torch.nan_to_num(scores, nan=-math.inf)
-    threshold = torch.topk(values, k, sorted=False).values.min()
+    threshold = kth_largest(values, k)
     above = values > threshold
     keep |= above
     need = k - int(above.sum())
@@ -659,3 +688,46 @@ def allocate(
     counts = fn(context(rest_layers, rest_density))
     counts[last.name] = fixed
     return counts
+
+
+def allocate_mask(
+    layers: list[Layer],
+    density: float,
+    allocation: str | AllocationFn,
+    *,
+    scores: Mapping[str, Tensor],
+    family: str = "unknown",
+    last_layer_density: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    model: nn.Module | None = None,
+    record: dict[str, Any] | None = None,
+    data: Any = None,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
+) -> Mask:
+    """The mask keeping the highest ``scores`` under ``allocation`` at ``density``: the rule's own
+    selection where it has one (the global rule: one threshold, no second selection per layer),
+    else :func:`allocate`'s counts filled by :func:`select_top`. The same mask either way."""
+    rule = ALLOCATIONS.get(allocation) if isinstance(allocation, str) else None
+    if rule is not None and rule.select is not None and last_layer_density is None:
+        opts = merge_options(allocation_option_defaults(allocation), options, f"allocation {allocation!r}")
+        rec = record if record is not None else {}
+        ctx = AllocationContext(
+            layers, check_density(density), scores, family, opts, model, rec, data, input_shape, seed
+        )
+        return rule.select(ctx)
+    counts = allocate(
+        layers,
+        density,
+        allocation,
+        scores=scores,
+        family=family,
+        last_layer_density=last_layer_density,
+        options=options,
+        model=model,
+        record=record,
+        data=data,
+        input_shape=input_shape,
+        seed=seed,
+    )
+    return select_top(layers, scores, counts)

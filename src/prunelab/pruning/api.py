@@ -21,9 +21,9 @@ from prunelab.pruning.allocation import (
     SAMPLINGS,
     AllocationFn,
     allocate,
+    allocate_mask,
     bernoulli_select,
     like_mask,
-    select_top,
 )
 from prunelab.pruning.checks import CHECKS, Check
 from prunelab.pruning.mask import Mask, PruningWarning
@@ -334,24 +334,37 @@ def compute_mask(
         if tie_rule == "prune_ties":
             current = _prune_ties_mask(layers, scores, int(round(round_density * total)))
             continue
-        counts = allocate(
-            layers,
-            round_density,
-            allocation,
-            scores=scores,
-            family=family,
-            last_layer_density=last_layer_density,
-            options=allocation_options,
-            model=model,
-            record=record,
-            data=data,
-            input_shape=input_shape,
-            seed=seed,
-        )
         if sampling == "bernoulli":
+            counts = allocate(
+                layers,
+                round_density,
+                allocation,
+                scores=scores,
+                family=family,
+                last_layer_density=last_layer_density,
+                options=allocation_options,
+                model=model,
+                record=record,
+                data=data,
+                input_shape=input_shape,
+                seed=seed,
+            )
             current = bernoulli_select(layers, counts, mask_generator, next(model.parameters()).device)
         else:
-            current = select_top(layers, scores, counts)
+            current = allocate_mask(
+                layers,
+                round_density,
+                allocation,
+                scores=scores,
+                family=family,
+                last_layer_density=last_layer_density,
+                options=allocation_options,
+                model=model,
+                record=record,
+                data=data,
+                input_shape=input_shape,
+                seed=seed,
+            )
     name = allocation if isinstance(allocation, str) else getattr(allocation, "__name__", "callable")
     info = {"method": method.name, "allocation": name, **record}
     if sampling != "exact":

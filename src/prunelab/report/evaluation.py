@@ -20,7 +20,10 @@ from prunelab.summaries.stats import mean_ci
 
 
 def group_label(run: Any) -> str:
-    """What a run is, seed aside: ``dense`` or ``method[/allocation] d=<density>[ +checks]``."""
+    """What a run is, seed aside: ``dense`` or ``method[/allocation] d=<density>[ +checks]``; a
+    structured run: ``method stage``."""
+    if hasattr(run, "stage"):
+        return f"{run.model.name} {run.method or 'plain'} {run.stage}"
     pruning = run.pruning
     if pruning is None:
         return f"{run.model.name} dense"
@@ -87,8 +90,8 @@ def _reliability(groups: Mapping[str, list[Mapping[str, Any]]], path: Path) -> P
         ax.set_xlabel("confidence (max softmax)")
         ax.set_ylabel("accuracy")
         ax.set_title("Reliability diagram (pooled over seeds)")
-        _legend_outside(fig, ax)
         if drawn:
+            _legend_outside(fig, ax)
             save_figure_atomic(fig, path)
         plt.close(fig)
     return path if drawn else None
@@ -111,8 +114,8 @@ def _adversarial(groups: Mapping[str, list[Mapping[str, Any]]], path: Path) -> P
                 ax.plot(eps, means, style, marker="o", ms=3, color=colours[label], label=f"{label} {attack}")
         ax.set_xlabel("epsilon (L-inf, pixel units)")
         ax.set_ylabel("accuracy under attack (%)")
-        _legend_outside(fig, ax)
         if drawn:
+            _legend_outside(fig, ax)
             save_figure_atomic(fig, path)
         plt.close(fig)
     return path if drawn else None

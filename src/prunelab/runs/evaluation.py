@@ -21,11 +21,9 @@ from prunelab.errors import PrunelabError
 from prunelab.evaluation.adversarial import PixelSpace, adversarial_accuracy
 from prunelab.evaluation.calibration import calibration_metrics
 from prunelab.evaluation.ood import ood_detection, ood_score
-from prunelab.models import build_model
-from prunelab.runs.executors import Executor, RunContext, register_executor
-from prunelab.runs.results import reported_weights
+from prunelab.runs.executors import Executor, RunContext, executor_for, register_executor
 from prunelab.runs.training import check_model_fits, dataset_for, resolve_device
-from prunelab.seeding import derive_seed, generator
+from prunelab.seeding import generator
 from prunelab.spec import DataSpec
 from prunelab.spec.evaluation import EvaluationSpec
 from prunelab.store import RunStore
@@ -161,14 +159,10 @@ def run_evaluation(spec: EvaluationSpec, store: RunStore, context: RunContext) -
         raise PrunelabError(f"run {spec.run.run_name()} has not finished; train it before evaluating it")
     dev = resolve_device(context.device)
     data = dataset_for(spec.run, context.data_dir, dev)
-    model = build_model(
-        spec.run.model.name,
-        data.input_shape,
-        data.num_classes,
-        seed=derive_seed(spec.run.seed, "init"),
-        **spec.run.model.options,
-    ).to(dev)
-    model.load_state_dict(reported_weights(store, spec.run, evaluated))
+    loader = executor_for(spec.run).trained_model
+    if loader is None:
+        raise PrunelabError(f"run {spec.run.run_name()} is of a kind that trains no model to evaluate")
+    model = loader(spec.run, store, evaluated, data, dev)
     model.eval()
     store.begin(spec)
     logits, y = _logits(model, test_batches(data))

@@ -84,6 +84,9 @@ class Executor:
         validate: ``validate(spec, context)`` raises a one-line ``PrunelabError`` for a spec that
             cannot run (a bad model option, a model that does not fit the data, a method the model
             lacks the layers for); called for every run before anything is created or trained.
+        trained_model: ``trained_model(spec, store, result, data, device) -> nn.Module``: a finished
+            run's model with the weights it reports (what ``prunelab evaluate`` measures); None for
+            kinds that train no model.
     """
 
     kind: str
@@ -96,6 +99,7 @@ class Executor:
     )
     inline: Callable[[Any], bool] = field(default=_never_inline)
     validate: Callable[[Any, RunContext], None] = field(default=_nothing_to_validate)
+    trained_model: Callable[..., Any] | None = None
 
 
 EXECUTORS: Registry[Executor] = Registry("run kind")

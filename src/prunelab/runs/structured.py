@@ -367,6 +367,28 @@ def _parents(spec: StructuredRunSpec) -> list[tuple[Any, str]]:
     return [(parent, "large model" if spec.stage == "prune" else "pruned model")]
 
 
+def trained_structured_model(
+    spec: StructuredRunSpec, store: RunStore, result: dict[str, Any], data: DataBundle, device: torch.device
+) -> nn.Module:
+    """A finished structured run's model: the large model, the pruned model of a prune run, or the
+    pruned architecture (from its prune run, or the one a search arm recorded) with the run's final
+    weights."""
+    from prunelab.pruning.structured import build_architecture, load_pruned
+
+    if spec.stage == "prune":
+        return load_pruned(store.run_dir(spec) / PRUNED_DIR).model.to(device)
+    if spec.stage == "large":
+        model = _fresh_large(spec, data, device)
+    elif spec.stage in SEARCH_STAGES:
+        model = build_architecture(result["architecture"], 0)
+    else:
+        parent = spec.parent()
+        assert parent is not None
+        model = build_architecture(load_pruned(store.run_dir(parent) / PRUNED_DIR).architecture, 0)
+    model.load_state_dict(store.load_weights(spec))
+    return model.to(device)
+
+
 STRUCTURED = register_executor(
     Executor(
         "structured",
@@ -375,5 +397,6 @@ STRUCTURED = register_executor(
         parents=_parents,
         inline=lambda spec: spec.stage == "prune",
         validate=validate_structured,
+        trained_model=trained_structured_model,
     )
 )

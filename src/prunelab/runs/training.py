@@ -551,6 +551,23 @@ def _finished(spec: RunSpec, store: RunStore, options: Mapping[str, Any]) -> dic
     return result
 
 
+def trained_training_model(
+    spec: RunSpec, store: RunStore, result: Mapping[str, Any], data: DataBundle, device: torch.device
+) -> torch.nn.Module:
+    """The finished run's model with its reported weights (the best-validation epoch's, or the final)."""
+    from prunelab.runs.results import reported_weights
+
+    model = build_model(
+        spec.model.name,
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(spec.seed, "init"),
+        **spec.model.options,
+    ).to(device)
+    model.load_state_dict(reported_weights(store, spec, result))
+    return model
+
+
 TRAINING = register_executor(
     Executor(
         "training",
@@ -560,6 +577,7 @@ TRAINING = register_executor(
         plan=_plan,
         finished=_finished,
         validate=validate_training,
+        trained_model=trained_training_model,
     )
 )
 

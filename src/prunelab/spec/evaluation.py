@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prunelab.spec import DataSpec, RunSpec
+from prunelab.spec.structured import StructuredRunSpec
 
 EVALUATION_VERSION = "prunelab-eval-v1"
 
@@ -95,7 +96,8 @@ class EvaluationSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     #: The executor kind (:mod:`prunelab.runs`).
     kind: ClassVar[str] = "evaluation"
-    run: RunSpec
+    #: The evaluated run: a training run (dense, pruned at init, a ticket) or a structured one.
+    run: RunSpec | StructuredRunSpec
     metrics: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     def canonical(self) -> str:
