@@ -72,7 +72,7 @@ class EvaluationConfig(BaseModel):
     @property
     def metrics(self) -> list[str]:
         """The metric columns a study report compares (each: higher or lower is better, see
-        :data:`prunelab.summaries.scaling.METRIC_DIRECTIONS`)."""
+        :func:`prunelab.runs.evaluation.metric_direction`)."""
         out: list[str] = []
         if self.calibration:
             out += ["ece", "nll", "brier"]
