@@ -41,6 +41,28 @@ class TrainConfig(BaseModel):
             when above 1: a DDP run sums gradients in another order, so its floating-point
             result differs slightly from one process and it is its own run
             (:mod:`prunelab.training.distributed`).
+        precision: arithmetic of the forward and backward passes: ``"fp32"`` (default), ``"bf16"``
+            (``torch.autocast`` to bfloat16) or ``"fp16"`` (autocast to float16 with a
+            ``GradScaler``, whose scale is checkpointed with the optimizer state). Weights, masks and
+            momentum stay float32 in every mode. CPU supports all three in torch 2.13; bf16 on CUDA
+            needs Ampere or newer.
+        channels_last: hold 4-D weights and image batches in channels_last (NHWC) memory layout
+            during training (faster convolutions with tensor cores); no effect on models whose
+            examples are not images ``(C, H, W)``. The model is returned in the default layout.
+        compile: ``torch.compile`` the model (default mode, Inductor) for training; the mask passes
+            stay eager foreach multiplies outside the compiled graph and evaluation runs the eager
+            model. Needs a C++ compiler on CPU and Triton on CUDA. First steps pay for compilation.
+        optimizer_impl: SGD implementation: ``"auto"`` (torch's default for the device: the
+            for-loop on CPU, foreach on CUDA; fused for fp16 on CUDA), ``"foreach"``, ``"fused"``
+            (one kernel per step; changes the last bits of the update) or ``"for_loop"``. On CPU
+            foreach and for_loop are bitwise equal to auto.
+        deterministic: on CUDA, turn cuDNN benchmarking off and ask for deterministic algorithms
+            (``torch.use_deterministic_algorithms(warn_only=True)``), for bitwise-reproducible runs
+            on one machine and software stack at some cost in speed; no effect on CPU, which is
+            deterministic already.
+
+        The five fields above enter the run hash only when set to a non-default value (they
+        change the numbers a run produces, or on CUDA whether they are reproducible).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +83,11 @@ class TrainConfig(BaseModel):
     augment: bool = True
     checkpoint: Literal["final", "best_validation"] = "final"
     nproc: int = Field(1, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    optimizer_impl: Literal["auto", "foreach", "fused", "for_loop"] = "auto"
+    deterministic: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -5,10 +5,17 @@ How: gradients of pruned entries are zeroed before the step (so weight decay and
 nothing there), weights are re-multiplied by the mask after the step (belt and braces against any
 optimizer that writes everywhere), and momentum buffers are masked when training starts or resumes.
 Both mask passes are single ``torch._foreach_mul_`` calls over all prunable tensors.
+
+The fast path (mixed precision, channels_last, ``torch.compile``, the SGD implementation, cuDNN
+flags) is configured by :class:`TrainConfig` and implemented in :mod:`prunelab.training.fast`; the
+mask passes run eagerly and unchanged in every mode. No host synchronisation happens inside an
+epoch on the trainer's side: losses and correct counts accumulate on the device and are read once
+per epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +29,7 @@ from torch import Tensor, nn
 from prunelab.data.bundle import DataBundle
 from prunelab.errors import PrunelabError
 from prunelab.pruning.mask import Mask
+from prunelab.training import fast
 from prunelab.training.config import TrainConfig
 from prunelab.training.distributed import Shard
 
@@ -36,7 +44,9 @@ class MaskEnforcer:
         if mask is not None:
             for name, param in mask.check_fits(model).items():
                 self.params.append(param)
-                self.masks.append(mask[name].to(device=param.device, dtype=param.dtype))
+                # Same dtype, device and memory layout (channels_last too) as the weight, so the
+                # foreach multiplies take their fast path.
+                self.masks.append(torch.empty_like(param).copy_(mask[name]))
 
     @torch.no_grad()
     def apply_weights(self) -> None:
@@ -84,7 +94,7 @@ class TrainState:
 
     epoch: int  # epochs completed
     model_state: dict[str, Tensor]
-    optimizer_state: dict[str, Any]
+    optimizer_state: dict[str, Any]  # with the loss scaler's state under SCALER_KEY (fp16 runs)
     generator_state: Tensor
 
 
@@ -102,6 +112,10 @@ class TrainResult:
     def best_test_acc(self) -> float:
         return max((r.test_acc for r in self.history), default=float("nan"))
 
+
+#: Key of the fp16 loss scaler's state inside :attr:`TrainState.optimizer_state` (so checkpoints
+#: written by any store carry it without a new field).
+SCALER_KEY = "prunelab_grad_scaler"
 
 #: Called after each epoch with the record and a thunk producing the state to checkpoint.
 EpochCallback = Callable[[EpochRecord, Callable[[], TrainState]], None]
@@ -128,32 +142,59 @@ def decay_groups(model: nn.Module, exclude: str) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """SGD per ``config``: momentum (Nesterov optional), weight decay on the groups it names."""
+    """SGD per ``config``: momentum (Nesterov optional), weight decay on the groups it names, in
+    the implementation ``config.optimizer_impl`` names (:func:`prunelab.training.fast.optimizer_kwargs`;
+    the device is that of the model's first parameter)."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     return torch.optim.SGD(
         decay_groups(model, config.weight_decay_exclude),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,
         weight_decay=config.weight_decay,
+        **fast.optimizer_kwargs(config.optimizer_impl, device, config.precision),
     )
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: DataBundle, batch_size: int = 1000, *, split: str = "test"
+    model: nn.Module,
+    data: DataBundle,
+    batch_size: int = 1000,
+    *,
+    split: str = "test",
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """``(mean cross-entropy, accuracy fraction)`` on the evaluation split (``"test"``: the test
     split, or the validation hold-out when the data has one) or on the held-out test split
-    (``"heldout"``: the real test split behind a validation hold-out)."""
+    (``"heldout"``: the real test split behind a validation hold-out).
+
+    ``batch_size``: examples per forward pass (see :func:`prunelab.training.fast.eval_batch_size`
+    for the trainer's choice per device). ``precision``: autocast as in training (``"fp32"``:
+    none). ``channels_last``: feed 4-D batches in channels_last layout (for a model held so).
+    The sums stay on the device (float64 loss, exact as a Python float sum) and are read once.
+    """
     model.eval()
-    total_loss, correct, count = 0.0, 0, 0
+    device = data.device
+    # float64 sums equal the Python-float sums bitwise; MPS has no float64.
+    total_loss = torch.zeros(
+        (), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64
+    )
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
     batches = data.heldout_batches(batch_size) if split == "heldout" else data.test_batches(batch_size)
     for x, y in batches:
-        logits = model(x)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with fast.autocast(x.device, precision):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, reduction="sum")
+        total_loss += loss
+        correct += (logits.argmax(1) == y).sum()
         count += y.shape[0]
-    return total_loss / max(count, 1), correct / max(count, 1)
+    return float(total_loss) / max(count, 1), int(correct) / max(count, 1)
 
 
 def train(
@@ -170,6 +211,7 @@ def train(
     after_backward: Sequence[Callable[[], None]] = (),
     after_step: Sequence[Callable[[float], None]] = (),
     shard: Shard | None = None,
+    eval_batch_size: int | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with SGD; pruned weights (``mask`` False) stay exactly zero.
 
@@ -191,6 +233,14 @@ def train(
         shard: this process's rank in a distributed run (``config.nproc`` ranks; None: one
             process): the model trains wrapped in DistributedDataParallel on this rank's slice of
             each global batch, and only rank 0 evaluates (see :mod:`prunelab.training.distributed`).
+        eval_batch_size: examples per evaluation forward pass; None: 1000 on CPU, more on CUDA
+            (:func:`prunelab.training.fast.eval_batch_size`). Changes no trained weight.
+
+    The fast path (``config.precision``, ``channels_last``, ``compile``, ``optimizer_impl``,
+    ``deterministic``; see :class:`TrainConfig` and :mod:`prunelab.training.fast`) leaves the mask
+    invariant as it is: gradients masked before every step, weights after it, momentum at the
+    start, all in float32. With fp16 the loss scaler may skip a step (inf/NaN gradients), which
+    changes neither weights nor momentum.
     """
     ranks = 1 if shard is None else shard.world
     if config.nproc != ranks:
@@ -198,90 +248,148 @@ def train(
             f"train.nproc={config.nproc} but this training runs in {ranks} process(es): only training "
             "runs (prunelab train, RunSpec) launch several processes; set train.nproc=1 here"
         )
-    generator = generator or torch.Generator().manual_seed(0)
-    optimizer = make_optimizer(model, config)
+    device = data.device
+    fast.check_supported(config.precision, device)
+    if config.compile and (why := fast.compile_unavailable(device.type)) is not None:
+        raise PrunelabError(f"train.compile=true cannot run here: {why}; set compile: false")
+    channels_last = fast.uses_channels_last(config.channels_last, data.input_shape)
+    if eval_batch_size is None:
+        eval_batch_size = fast.eval_batch_size(device, data.input_shape)
     if not 0 <= start_epoch <= config.epochs:
         raise ValueError(f"start_epoch {start_epoch} outside [0, {config.epochs}]")
-    start = start_epoch
-    if resume is not None:
-        model.load_state_dict(resume.model_state)
-        optimizer.load_state_dict(resume.optimizer_state)
-        generator.set_state(resume.generator_state)
-        start = resume.epoch
-    enforcer = MaskEnforcer(model, mask, optimizer)
-    enforcer.apply_weights()
-    enforcer.clear_state()
-    # DDP after the mask and the resumed state are in place: wrapping broadcasts rank 0's weights.
-    net = model if shard is None else shard.wrap(model)
+    generator = generator or torch.Generator().manual_seed(0)
+    with contextlib.ExitStack() as restore:
+        restore.enter_context(fast.backend_flags(device, config.deterministic))
+        # Before the optimizer and the resumed state: parameters keep their identity, and loaded
+        # weights are copied into the channels_last layout.
+        restore.enter_context(fast.memory_format(model, channels_last))
+        optimizer = make_optimizer(model, config)
+        scaler = fast.grad_scaler(device, config.precision)
+        start = start_epoch
+        if resume is not None:
+            model.load_state_dict(resume.model_state)
+            optimizer_state = dict(resume.optimizer_state)
+            scaler_state = optimizer_state.pop(SCALER_KEY, None)
+            optimizer.load_state_dict(optimizer_state)
+            if scaler is not None and scaler_state is not None:
+                scaler.load_state_dict(scaler_state)
+            generator.set_state(resume.generator_state)
+            start = resume.epoch
+        enforcer = MaskEnforcer(model, mask, optimizer)
+        enforcer.apply_weights()
+        enforcer.clear_state()
+        # DDP after the mask and the resumed state are in place: wrapping broadcasts rank 0's weights.
+        net = model if shard is None else shard.wrap(model)
+        if config.compile:
+            net = fast.compile_model(net)
 
-    def snapshot(epoch_done: int) -> Callable[[], TrainState]:
-        return lambda: TrainState(
-            epoch_done,
-            {k: v.detach().clone() for k, v in model.state_dict().items()},
-            optimizer.state_dict(),
-            generator.get_state(),
-        )
+        def snapshot(epoch_done: int) -> Callable[[], TrainState]:
+            def state() -> TrainState:
+                optimizer_state = optimizer.state_dict()
+                if scaler is not None:  # the loss scale travels with the optimizer state
+                    optimizer_state[SCALER_KEY] = scaler.state_dict()
+                return TrainState(
+                    epoch_done,
+                    # Contiguous copies: a checkpoint is the same whatever the training layout.
+                    {
+                        k: v.detach().clone(memory_format=torch.contiguous_format)
+                        for k, v in model.state_dict().items()
+                    },
+                    optimizer_state,
+                    generator.get_state(),
+                )
 
-    result = TrainResult()
-    for epoch in range(start, config.epochs):
-        began = time.perf_counter()
-        lr = config.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        net.train()
-        loss_sum = torch.zeros((), device=data.device)
-        correct = torch.zeros((), device=data.device, dtype=torch.long)
-        seen = 0
-        batches = (
-            ((x, y, 0) for x, y in data.train_batches(config.batch_size, generator, augment=config.augment))
-            if shard is None
-            else data.train_shard_batches(
-                config.batch_size, generator, shard.rank, shard.world, augment=config.augment
+            return state
+
+        result = TrainResult()
+        for epoch in range(start, config.epochs):
+            began = time.perf_counter()
+            lr = config.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            net.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            batches = (
+                (
+                    (x, y, 0)
+                    for x, y in data.train_batches(config.batch_size, generator, augment=config.augment)
+                )
+                if shard is None
+                else data.train_shard_batches(
+                    config.batch_size, generator, shard.rank, shard.world, augment=config.augment
+                )
             )
-        )
-        for x, y, whole in batches:
-            logits = net(x)
-            if shard is None:
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                summed = loss.detach() * y.shape[0]
-            else:
-                # This rank's part of the global batch mean (``whole`` examples): DDP averages the
-                # ranks' gradients, so the step is the one-process step on the whole batch.
-                summed = F.cross_entropy(logits, y, reduction="sum", label_smoothing=config.label_smoothing)
-                loss = summed * (shard.world / whole)
-                summed = summed.detach()
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            for hook in after_backward:
-                hook()
-            enforcer.mask_grads()
-            optimizer.step()
-            enforcer.apply_weights()
-            for step_hook in after_step:
-                step_hook(lr)
-            # Accumulate on device: no host sync per step.
-            loss_sum += summed
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
-        if shard is not None:  # the epoch's training metrics over every rank's examples
-            totals = shard.sum_(
-                torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+            for x, y, whole in batches:
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with fast.autocast(device, config.precision):
+                    logits = net(x)
+                    if shard is None:
+                        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                        summed = loss.detach() * y.shape[0]
+                    else:
+                        # This rank's part of the global batch mean (``whole`` examples): DDP averages
+                        # the ranks' gradients, so the step is the one-process step on the whole batch.
+                        summed = F.cross_entropy(
+                            logits, y, reduction="sum", label_smoothing=config.label_smoothing
+                        )
+                        loss = summed * (shard.world / whole)
+                        summed = summed.detach()
+                optimizer.zero_grad(set_to_none=False)
+                if scaler is None:
+                    loss.backward()
+                else:
+                    scaler.scale(loss).backward()
+                    if after_backward:  # hooks see (and may add to) the true gradients
+                        scaler.unscale_(optimizer)
+                for hook in after_backward:
+                    hook()
+                enforcer.mask_grads()
+                if scaler is None:
+                    optimizer.step()
+                else:  # skips the step (weights and momentum untouched) on inf/NaN gradients
+                    scaler.step(optimizer)
+                    scaler.update()
+                enforcer.apply_weights()
+                for step_hook in after_step:
+                    step_hook(lr)
+                # Accumulate on device: no host sync per step.
+                loss_sum += summed
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+            if shard is not None:  # the epoch's training metrics over every rank's examples
+                totals = shard.sum_(
+                    torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+                )
+                loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
+            # Rank 0 alone evaluates (the whole test split, as one process) with the eager model
+            # (sharing the compiled one's weights: no recompilation for eval mode or batch size);
+            # only its records are written.
+            test_loss, test_acc = (
+                evaluate(
+                    model,
+                    data,
+                    eval_batch_size,
+                    precision=config.precision,
+                    channels_last=channels_last,
+                )
+                if shard is None or shard.leads
+                else (math.nan, math.nan)
             )
-            loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
-        # Rank 0 alone evaluates (the whole test split, as one process); only its records are written.
-        test_loss, test_acc = evaluate(model, data) if shard is None or shard.leads else (math.nan, math.nan)
-        record = EpochRecord(
-            epoch=epoch + 1,
-            lr=lr,
-            train_loss=float(loss_sum) / max(seen, 1),
-            train_acc=int(correct) / max(seen, 1),
-            test_loss=test_loss,
-            test_acc=test_acc,
-            seconds=time.perf_counter() - began,
-        )
-        result.history.append(record)
-        for callback in callbacks:
-            callback(record, snapshot(epoch + 1))
-        if progress is not None:
-            progress(epoch + 1, config.epochs)
+            record = EpochRecord(
+                epoch=epoch + 1,
+                lr=lr,
+                train_loss=float(loss_sum) / max(seen, 1),
+                train_acc=int(correct) / max(seen, 1),
+                test_loss=test_loss,
+                test_acc=test_acc,
+                seconds=time.perf_counter() - began,
+            )
+            result.history.append(record)
+            for callback in callbacks:
+                callback(record, snapshot(epoch + 1))
+            if progress is not None:
+                progress(epoch + 1, config.epochs)
     return result
