@@ -334,37 +334,22 @@ def compute_mask(
         if tie_rule == "prune_ties":
             current = _prune_ties_mask(layers, scores, int(round(round_density * total)))
             continue
+        rule_inputs: dict[str, Any] = {
+            "scores": scores,
+            "family": family,
+            "last_layer_density": last_layer_density,
+            "options": allocation_options,
+            "model": model,
+            "record": record,
+            "data": data,
+            "input_shape": input_shape,
+            "seed": seed,
+        }
         if sampling == "bernoulli":
-            counts = allocate(
-                layers,
-                round_density,
-                allocation,
-                scores=scores,
-                family=family,
-                last_layer_density=last_layer_density,
-                options=allocation_options,
-                model=model,
-                record=record,
-                data=data,
-                input_shape=input_shape,
-                seed=seed,
-            )
+            counts = allocate(layers, round_density, allocation, **rule_inputs)
             current = bernoulli_select(layers, counts, mask_generator, next(model.parameters()).device)
         else:
-            current = allocate_mask(
-                layers,
-                round_density,
-                allocation,
-                scores=scores,
-                family=family,
-                last_layer_density=last_layer_density,
-                options=allocation_options,
-                model=model,
-                record=record,
-                data=data,
-                input_shape=input_shape,
-                seed=seed,
-            )
+            current = allocate_mask(layers, round_density, allocation, **rule_inputs)
     name = allocation if isinstance(allocation, str) else getattr(allocation, "__name__", "callable")
     info = {"method": method.name, "allocation": name, **record}
     if sampling != "exact":
