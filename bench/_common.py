@@ -174,3 +174,30 @@ def start(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
     env = {**environment(device, torch.get_num_threads()), "malloc": malloc}
     warn_if_busy()
     return device, env
+
+
+def random_bundle(
+    shape: tuple[int, ...],
+    classes: int,
+    train: int,
+    test: int,
+    seed: int,
+    device: torch.device,
+    name: str | None = None,
+) -> Any:
+    """A :class:`prunelab.DataBundle` of standard-normal inputs of ``shape`` (one example) with
+    uniform labels in ``[0, classes)``, ``train`` / ``test`` examples, on ``device`` (no download:
+    the work of a step does not depend on the values)."""
+    import prunelab
+
+    gen = torch.Generator().manual_seed(seed)
+    bundle = prunelab.DataBundle(
+        name=name or f"random{tuple(shape)}",
+        train_x=torch.randn((train, *shape), generator=gen),
+        train_y=torch.randint(0, classes, (train,), generator=gen),
+        test_x=torch.randn((test, *shape), generator=gen),
+        test_y=torch.randint(0, classes, (test,), generator=gen),
+        num_classes=classes,
+        info={"source": "torch.randn / torch.randint", "seed": seed},
+    )
+    return bundle.to(device)

@@ -31,6 +31,7 @@ from _common import (
     add_common_arguments,
     median,
     print_table,
+    random_bundle,
     start,
     timed,
     write_json,
@@ -41,21 +42,6 @@ CIFAR_TRAIN = 50_000
 INPUT_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
 METHOD_NAMES = ("random", "magnitude", "snip", "grasp", "synflow")
-
-
-def cifar_shaped_bundle(train: int, test: int, seed: int, device: torch.device) -> prunelab.DataBundle:
-    """Random tensors shaped like normalised CIFAR-10 (no download)."""
-    gen = torch.Generator().manual_seed(seed)
-    bundle = prunelab.DataBundle(
-        name="cifar-shaped",
-        train_x=torch.randn((train, *INPUT_SHAPE), generator=gen),
-        train_y=torch.randint(0, NUM_CLASSES, (train,), generator=gen),
-        test_x=torch.randn((test, *INPUT_SHAPE), generator=gen),
-        test_y=torch.randint(0, NUM_CLASSES, (test,), generator=gen),
-        num_classes=NUM_CLASSES,
-        info={"source": "torch.randn / torch.randint", "seed": seed},
-    )
-    return bundle.to(device)
 
 
 def seconds_per_step(
@@ -137,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device, env = start(args)
-    bundle = cifar_shaped_bundle(args.train_size, 500, args.seed, device)
+    bundle = random_bundle(INPUT_SHAPE, NUM_CLASSES, args.train_size, 500, args.seed, device, "cifar-shaped")
 
     step_s, step_all = seconds_per_step(bundle, args, device)
     epoch_steps = CIFAR_TRAIN / args.batch

@@ -32,6 +32,7 @@ from prunelab.cli_options import (  # noqa: E402
     GPUS_PER_RUN,
     HELP,
     MODEL_OPTION,
+    PACK,
     PLUGIN,
     REPORT_OUT,
     RUNS_DIR,
@@ -182,6 +183,7 @@ def run_cmd(
     backend: str = BACKEND,
     address: str = ADDRESS,
     gpus_per_run: float = GPUS_PER_RUN,
+    pack: str = PACK,
 ) -> None:
     """Run a spec file: a single run, or a whole study followed by its report."""
     where = commands.Execution(
@@ -196,6 +198,7 @@ def run_cmd(
         backend=backend,
         address=address,
         gpus_per_run=gpus_per_run,
+        pack=pack,
     )
     commands.run_spec_file(spec_file, set_ or [], where, typer.echo)
 
@@ -297,9 +300,10 @@ def demo(
     workers: int = WORKERS,
     data_dir: Path = DATA_DIR,
     plugin: list[str] = PLUGIN,
+    pack: str = PACK,
 ) -> None:
     """The sanity-check study of SNIP, GraSP, SynFlow and magnitude-at-init on MNIST-1D (3 seeds, 2 densities)."""
-    where = commands.Execution(runs_dir, out, workers, data_dir, plugins=tuple(plugin or []))
+    where = commands.Execution(runs_dir, out, workers, data_dir, plugins=tuple(plugin or []), pack=pack)
     commands.run_study_command("sanity", "demo", {}, [], where, typer.echo)
 
 

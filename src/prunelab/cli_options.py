@@ -28,6 +28,8 @@ HELP = {
     "(default: $RAY_ADDRESS, else a new local instance).",
     "gpus_per_run": "GPUs each run asks Ray for with --backend ray and a CUDA device (a fraction such as 0.25 "
     "shares one GPU among 4 runs).",
+    "pack": "Train up to K compatible runs (same data, model and recipe; any seed, mask or check) as one "
+    "packed model, each stored as its own run; auto: K by memory; 1: each run on its own.",
 }
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help=HELP["runs_dir"])
 DATA_DIR = typer.Option(None, "--data-dir", help=HELP["data_dir"])
@@ -41,6 +43,7 @@ THREADS = typer.Option(1, "--threads", help=HELP["threads"])
 BACKEND = typer.Option("local", "--backend", help=HELP["backend"])
 ADDRESS = typer.Option(None, "--address", help=HELP["address"])
 GPUS_PER_RUN = typer.Option(1.0, "--gpus-per-run", help=HELP["gpus_per_run"])
+PACK = typer.Option("1", "--pack", help=HELP["pack"])
 MODEL_OPTION = typer.Option(None, "--model-option", help="Model option key=value (repeatable).")
 
 
@@ -81,6 +84,7 @@ def _study_params(kind: Any) -> list[inspect.Parameter]:
         ("backend", str, BACKEND),
         ("address", str | None, ADDRESS),
         ("gpus_per_run", float, GPUS_PER_RUN),
+        ("pack", str, PACK),
     ]
     return params + [option(name, annotation, default) for name, annotation, default in common]
 
@@ -102,6 +106,7 @@ def add_study_command(app: typer.Typer, kind: Any) -> None:
             backend=kwargs["backend"],
             address=kwargs["address"],
             gpus_per_run=kwargs["gpus_per_run"],
+            pack=kwargs["pack"],
         )
         commands.run_study_command(
             kind.name, kwargs["preset"], given, kwargs["set_"] or [], where, typer.echo

@@ -229,6 +229,7 @@ class Execution:
     backend: str = "local"
     address: str | None = None
     gpus_per_run: float = 1.0
+    pack: int | str = 1
 
 
 def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
@@ -260,6 +261,7 @@ def _run_study(kind: Any, study: Any, where: Execution, echo: Echo) -> Path:
         backend=where.backend,
         address=where.address,
         gpus_per_run=where.gpus_per_run,
+        pack=where.pack,
     )
     echo(f"finished in {time.perf_counter() - began:.0f} s")
     for line in kind.conclusions(summary):

@@ -64,12 +64,15 @@ class Job:
 
     ``fn`` must be a module-level function and ``args`` picklable (they cross to worker processes).
     ``inline`` keeps the job in this process (e.g. a run that times models must not share the CPU).
+    ``members``: the run keys of a packed job (:mod:`prunelab.runs.packed`), whose ``fn`` returns
+    ``{run key: result}``; empty for a job of one run.
     """
 
     key: str
     fn: Callable[..., dict[str, Any]]
     args: tuple[Any, ...]
     inline: bool = False
+    members: tuple[str, ...] = ()
 
 
 def run_waves(
@@ -93,9 +96,7 @@ def run_waves(
             in_pool = {j.key for j in parallel}
             for job in wave:
                 if job.key not in in_pool:
-                    done[job.key] = job.fn(*job.args)
-                    if bar is not None:
-                        bar.update(1)
+                    _record(done, job, job.fn(*job.args), bar)
             if not parallel:
                 continue
             pool = pools.get()
@@ -103,12 +104,20 @@ def run_waves(
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    done[pending.pop(future).key] = future.result()
-                    if bar is not None:
-                        bar.update(1)
+                    _record(done, pending.pop(future), future.result(), bar)
     finally:
         pools.close()
     return done
+
+
+def _record(done: dict[str, dict[str, Any]], job: Job, result: dict[str, Any], bar: tqdm[Any] | None) -> None:
+    """Store a job's result (a packed job's, per member) and advance the bar by its runs."""
+    if job.members:
+        done.update(result)
+    else:
+        done[job.key] = result
+    if bar is not None:
+        bar.update(max(1, len(job.members)))
 
 
 class _LazyPool:
@@ -146,8 +155,39 @@ class _LazyPool:
             self._pool = None
 
 
+def _packed_jobs(wave: list[Job], pack: int | str, workers: int) -> list[Job]:
+    """The jobs of one wave with compatible runs grouped into packed jobs
+    (:func:`prunelab.runs.packed.plan_packs`); a run that trains solo keeps its job."""
+    from prunelab.runs.packed import plan_packs, run_packed_job
+
+    specs = [spec_from_json(job.args[0], job.args[1]) for job in wave]
+    _, _, root, data_dir, device, _, _, threads = wave[0].args
+    out = []
+    for group in plan_packs(specs, pack, device=device, workers=workers, data_dir=data_dir):
+        if len(group) == 1:
+            out.append(wave[group[0]])
+            continue
+        members = [wave[i] for i in group]
+        args = (
+            [job.args[1] for job in members],
+            root,
+            data_dir,
+            device,
+            [job.args[5] for job in members],
+            [job.args[6] for job in members],
+            threads,
+        )
+        keys = tuple(job.key for job in members)
+        out.append(Job(f"pack:{keys[0]}+{len(keys) - 1}", run_packed_job, args, members=keys))
+    return out
+
+
 #: Where :func:`run_specs` executes runs: this machine (inline or a process pool) or a Ray cluster.
 BACKENDS = ("local", "ray")
+#: Packing is a local-backend feature: on Ray every run is a task of its own.
+PACK_WITH_RAY = (
+    "--pack applies to --backend local; with --backend ray every run is its own Ray task (use --pack 1)"
+)
 
 
 def check_backend(backend: str, address: str | None = None, gpus_per_run: float = 1.0) -> None:
@@ -183,6 +223,7 @@ def run_specs(
     backend: str = "local",
     address: str | None = None,
     gpus_per_run: float = 1.0,
+    pack: int | str = 1,
 ) -> list[dict[str, Any]]:
     """Run every spec, of any registered kind (finished ones are read back, not recomputed), with
     the runs they build on first; results in input order.
@@ -198,10 +239,19 @@ def run_specs(
         address: the Ray cluster (``"auto"``, ``"HOST:PORT"``; None: a connection this process
             already has, else ``$RAY_ADDRESS``, else a new local instance). Ray backend only.
         gpus_per_run: GPUs a CUDA run asks Ray for (a fraction shares a GPU). Ray backend only.
+        pack: train up to this many compatible runs of a wave as one packed model, each stored as
+            its own run (:mod:`prunelab.runs.packed`; ``"auto"``: as many as memory allows); 1
+            trains every run on its own. Local backend only (Ray runs train on their own).
 
     Every run (and every parent) is validated before anything is created or trained.
     """
     check_backend(backend, address, gpus_per_run)
+    if pack != 1:
+        from prunelab.runs.packed import check_pack
+
+        pack = check_pack(pack) or "auto"  # "4" -> 4, "1" -> 1 (today's path), "auto"
+        if pack != 1 and backend == "ray":
+            raise PrunelabError(PACK_WITH_RAY)
     validate_all(specs, RunContext(data_dir, device, threads=threads))
     store = RunStore(runs_dir)
     wanted = {spec.run_hash() for spec in specs}
@@ -232,6 +282,8 @@ def run_specs(
             )
             jobs[-1].append(Job(key, _worker_run, args, inline=executor.inline(spec)))
             todo.append((spec, options, forced))
+        if pack != 1 and backend != "ray" and len(jobs[-1]) > 1:
+            jobs[-1] = _packed_jobs(jobs[-1], pack, workers)
     bar = tqdm(
         total=sum(len(wave) for wave in ordered),
         initial=len(done),

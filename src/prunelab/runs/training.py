@@ -230,26 +230,18 @@ def train_through_store(
     writer = store if shard is None or shard.leads else None
     if (shard is None or shard.leads) and writer is None:
         raise PrunelabError(f"run {spec.run_name()}: the writing rank needs the store")
-    history: list[dict[str, Any]] = []
-    if writer is not None:
-        history = writer.truncate_metrics(spec, resume.epoch if resume is not None else 0)
-        writer.record_execution(spec, resume.epoch if resume is not None else start_epoch)
-    best = BestOnValidation(config.checkpoint == "best_validation" and writer is not None, history)
-
-    def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
-        assert writer is not None
-        writer.append_metrics(spec, record.as_dict())
-        snapshot = state()
-        if record.epoch in save_epochs:
-            writer.save_rewind_point(spec, record.epoch, snapshot.model_state)
-        best.update(writer, spec, record, snapshot.model_state, save_epochs)
-        writer.save_checkpoint(spec, snapshot)
+    best = (
+        begin_epochs(writer, spec, config, resume, start_epoch)
+        if writer is not None
+        else BestOnValidation(False, [])
+    )
 
     def stop(record: EpochRecord, state: Callable[[], TrainState]) -> None:
         # On every rank (after rank 0 wrote the epoch), so no rank waits for the others' next step.
         if stop_after_epoch is not None and record.epoch >= stop_after_epoch:
             raise _Stop
 
+    writing = [epoch_writer(writer, spec, save_epochs, best)] if writer is not None else []
     try:
         train(
             model,
@@ -258,7 +250,7 @@ def train_through_store(
             mask=mask,
             generator=generator(seed, "data_order"),
             resume=resume,
-            callbacks=[*epoch_hooks, *([on_epoch] if writer is not None else []), stop],
+            callbacks=[*epoch_hooks, *writing, stop],
             progress=progress,
             start_epoch=start_epoch,
             after_backward=after_backward,
@@ -269,7 +261,48 @@ def train_through_store(
         return None
     if writer is None:
         return {}
-    history = writer.read_metrics(spec)
+    return stored_accuracy(writer, spec, config, best, model, data)
+
+
+def begin_epochs(
+    store: RunStore, spec: StoredSpec, config: TrainConfig, resume: TrainState | None, start_epoch: int
+) -> BestOnValidation:
+    """Before a run's first epoch of this execution: drop metrics lines past the checkpoint,
+    record the execution, and return the best-on-validation tracker primed with the kept lines."""
+    history = store.truncate_metrics(spec, resume.epoch if resume is not None else 0)
+    store.record_execution(spec, resume.epoch if resume is not None else start_epoch)
+    return BestOnValidation(config.checkpoint == "best_validation", history)
+
+
+def epoch_writer(
+    store: RunStore, spec: StoredSpec, save_epochs: Collection[int], best: BestOnValidation
+) -> EpochCallback:
+    """The epoch callback that writes a run: its metrics line, the rewinding point of an epoch in
+    ``save_epochs``, the best-on-validation weights, then the checkpoint (last, so a checkpoint
+    never runs ahead of what it implies was written)."""
+
+    def on_epoch(record: EpochRecord, state: Callable[[], TrainState]) -> None:
+        store.append_metrics(spec, record.as_dict())
+        snapshot = state()
+        if record.epoch in save_epochs:
+            store.save_rewind_point(spec, record.epoch, snapshot.model_state)
+        best.update(store, spec, record, snapshot.model_state, save_epochs)
+        store.save_checkpoint(spec, snapshot)
+
+    return on_epoch
+
+
+def stored_accuracy(
+    store: RunStore,
+    spec: StoredSpec,
+    config: TrainConfig,
+    best: BestOnValidation,
+    model: torch.nn.Module,
+    data: DataBundle,
+) -> dict[str, Any]:
+    """The accuracy part of a finished run's result, read back from its metrics file (fractions:
+    final/best test, final train; epochs; the reported checkpoint's accuracy)."""
+    history = store.read_metrics(spec)
     final = history[-1] if history else {}
     accuracy = {
         "epochs": len(history),
@@ -280,7 +313,7 @@ def train_through_store(
         "reported_acc": final.get("test_acc"),
     }
     if best.enabled:
-        accuracy.update(best.report(writer, spec, model, data))
+        accuracy.update(best.report(store, spec, model, data))
     return accuracy
 
 
@@ -333,7 +366,7 @@ class BestOnValidation:
         }
 
 
-def _prepare(
+def prepare_mask_and_resume(
     spec: RunSpec, store: RunStore, model: torch.nn.Module, data: DataBundle, needed: set[int]
 ) -> tuple[Mask | None, TrainState | None, float]:
     """The run's mask (loaded on resume, else computed), the checkpoint to resume from (None: start
@@ -358,10 +391,21 @@ def _prepare(
     return mask, None, time.perf_counter() - began
 
 
-def _result(
-    spec: RunSpec, mask: Mask | None, model: torch.nn.Module, config: TrainConfig, start_epoch: int
+def run_result(
+    spec: RunSpec,
+    mask: Mask | None,
+    model: torch.nn.Module,
+    config: TrainConfig,
+    start_epoch: int,
+    accuracy: Mapping[str, Any],
+    *,
+    needed: Collection[int],
+    prune_seconds: float,
+    seconds: float,
+    device: str,
 ) -> dict[str, Any]:
-    """The run's identity, densities, per-layer table, seeds and recipe for ``result.json``."""
+    """A finished run's ``result.json``: its identity, densities, per-layer table, size, seeds and
+    recipe, then ``accuracy`` (:func:`stored_accuracy`), the rewinding epochs kept, and timing."""
     parent, trunk = parent_spec(spec), trunk_spec(spec)
     return {
         "status": "done",
@@ -383,7 +427,35 @@ def _result(
             "lr": config.lr,
             "schedule": config.schedule,
         },
+        **accuracy,
+        "rewind_epochs": sorted(needed),
+        "prune_seconds": prune_seconds,
+        "seconds": seconds,
+        "device": device,
     }
+
+
+def epochs_to_keep(spec: RunSpec, store: RunStore | None, save_epochs: Collection[int]) -> set[int]:
+    """The epochs whose weights this execution keeps for rewinding: ``save_epochs`` and, for a run
+    finished without one of them (it is then reset to train again), those it kept before."""
+    needed = {int(e) for e in save_epochs if int(e) > 0}
+    if store is not None:
+        existing = store.result(spec)
+        if existing is not None:
+            needed |= set(existing.get("rewind_epochs", []))
+            store.reset(spec)
+    return needed
+
+
+def initial_model(spec: RunSpec, data: DataBundle, device: torch.device) -> torch.nn.Module:
+    """The run's network at initialisation (its ``init`` seed stream), on ``device``."""
+    return build_model(
+        spec.model.name,
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(spec.seed, "init"),
+        **spec.model.options,
+    ).to(device)
 
 
 def model_size(model: torch.nn.Module) -> dict[str, int]:
@@ -463,31 +535,20 @@ def _train_spec(
 ) -> dict[str, Any]:
     """:func:`run_training` in this process: alone (``shard`` None) or as one rank, where rank 0
     (holding the store) prepares the mask and the resume state, shares them, and alone writes."""
-    needed = {int(e) for e in save_epochs if int(e) > 0}
     leads = shard is None or shard.leads
     if leads and store is None:
         raise PrunelabError(f"run {spec.run_name()}: the writing rank needs the store")
-    if store is not None and leads:
-        existing = store.result(spec)
-        if existing is not None:  # finished, but without a rewinding epoch now asked of it
-            needed |= set(existing.get("rewind_epochs", []))
-            store.reset(spec)
+    needed = epochs_to_keep(spec, store if leads else None, save_epochs)
     began = time.perf_counter()
     dev = resolve_device(context.device) if shard is None else shard.device
     data = dataset_for(spec, context.data_dir, dev)
-    model = build_model(
-        spec.model.name,
-        data.input_shape,
-        data.num_classes,
-        seed=derive_seed(spec.seed, "init"),
-        **spec.model.options,
-    ).to(dev)
+    model = initial_model(spec, data, dev)
     mask: Mask | None = None
     resume: TrainState | None = None
     prune_seconds = 0.0
     if store is not None and leads:
         store.begin(spec)
-        mask, resume, prune_seconds = _prepare(spec, store, model, data, needed)
+        mask, resume, prune_seconds = prepare_mask_and_resume(spec, store, model, data, needed)
     digests: list[str] = []
     if shard is not None:
         # Rank 0's mask and checkpoint on every rank (the weights follow when DDP wraps the model);
@@ -515,14 +576,18 @@ def _train_spec(
         return {"status": "stopped", "epochs": context.stop_after_epoch}
     if store is None or not leads:
         return {"status": "done", "rank": shard.rank if shard is not None else 0}
-    result = {
-        **_result(spec, mask, model, config, start_epoch),
-        **accuracy,
-        "rewind_epochs": sorted(needed),
-        "prune_seconds": prune_seconds,
-        "seconds": time.perf_counter() - began,
-        "device": str(dev),
-    }
+    result = run_result(
+        spec,
+        mask,
+        model,
+        config,
+        start_epoch,
+        accuracy,
+        needed=needed,
+        prune_seconds=prune_seconds,
+        seconds=time.perf_counter() - began,
+        device=str(dev),
+    )
     if shard is not None:
         result["distributed"] = {"nproc": shard.world, "backend": shard.backend, "mask_sha256": digests}
     store.finish(spec, result, model.state_dict())

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from prunelab.errors import PrunelabError
-from prunelab.runners import check_backend, run_specs
+from prunelab.runners import PACK_WITH_RAY, check_backend, run_specs
 from prunelab.runs import RunContext, validate_all
 from prunelab.spec import format_validation_error, parse_model
 from prunelab.store import RunStore, write_json_atomic
@@ -67,6 +67,7 @@ def run_study(
     backend: str = "local",
     address: str | None = None,
     gpus_per_run: float = 1.0,
+    pack: int | str = 1,
 ) -> tuple[Any, Path]:
     """Run (or resume) every run of ``study``, summarise it, and write its report.
 
@@ -84,11 +85,18 @@ def run_study(
         address: the Ray cluster to use (``"auto"``, ``"HOST:PORT"``; see
             :func:`prunelab.runners.run_specs`).
         gpus_per_run: GPUs each Ray task asks for with a CUDA device (a fraction shares a GPU).
+        pack: train up to this many compatible runs as one packed model (``"auto"``: by memory;
+            1: each on its own); see :func:`prunelab.runners.run_specs`.
 
     Returns:
         The summary and the path of ``report.html``.
     """
     check_backend(backend, address, gpus_per_run)  # a bad backend costs nothing: before study.json is written
+    if pack != 1:
+        from prunelab.runs.packed import check_pack
+
+        if check_pack(pack) != 1 and backend == "ray":  # so does a bad --pack
+            raise PrunelabError(PACK_WITH_RAY)
     entry = STUDIES.get(kind) if kind is not None else kind_of(study)
     if not isinstance(study, entry.spec_type):
         raise PrunelabError(
@@ -119,6 +127,7 @@ def run_study(
         backend=backend,
         address=address,
         gpus_per_run=gpus_per_run,
+        pack=pack,
     )
     summary = entry.summarize(study, {s.run_hash(): r or None for s, r in zip(specs, results, strict=True)})
     return summary, entry.report(summary, out)

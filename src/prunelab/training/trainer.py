@@ -263,117 +263,19 @@ def train(
         # Before the optimizer and the resumed state: parameters keep their identity, and loaded
         # weights are copied into the channels_last layout.
         restore.enter_context(fast.memory_format(model, channels_last))
-        optimizer = make_optimizer(model, config)
-        scaler = fast.grad_scaler(device, config.precision)
-        start = start_epoch
-        if resume is not None:
-            model.load_state_dict(resume.model_state)
-            optimizer_state = dict(resume.optimizer_state)
-            scaler_state = optimizer_state.pop(SCALER_KEY, None)
-            optimizer.load_state_dict(optimizer_state)
-            if scaler is not None and scaler_state is not None:
-                scaler.load_state_dict(scaler_state)
-            generator.set_state(resume.generator_state)
-            start = resume.epoch
-        enforcer = MaskEnforcer(model, mask, optimizer)
-        enforcer.apply_weights()
-        enforcer.clear_state()
-        # DDP after the mask and the resumed state are in place: wrapping broadcasts rank 0's weights.
-        net = model if shard is None else shard.wrap(model)
-        if config.compile:
-            net = fast.compile_model(net)
-
-        def snapshot(epoch_done: int) -> Callable[[], TrainState]:
-            def state() -> TrainState:
-                optimizer_state = optimizer.state_dict()
-                if scaler is not None:  # the loss scale travels with the optimizer state
-                    optimizer_state[SCALER_KEY] = scaler.state_dict()
-                return TrainState(
-                    epoch_done,
-                    # Contiguous copies: a checkpoint is the same whatever the training layout.
-                    {
-                        k: v.detach().clone(memory_format=torch.contiguous_format)
-                        for k, v in model.state_dict().items()
-                    },
-                    optimizer_state,
-                    generator.get_state(),
-                )
-
-            return state
-
+        loop = _Loop(model, device, config, mask, generator, resume, shard, after_backward, after_step)
+        start = resume.epoch if resume is not None else start_epoch
         result = TrainResult()
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
             lr = config.lr_at(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            net.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            batches = (
-                (
-                    (x, y, 0)
-                    for x, y in data.train_batches(config.batch_size, generator, augment=config.augment)
-                )
-                if shard is None
-                else data.train_shard_batches(
-                    config.batch_size, generator, shard.rank, shard.world, augment=config.augment
-                )
-            )
-            for x, y, whole in batches:
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with fast.autocast(device, config.precision):
-                    logits = net(x)
-                    if shard is None:
-                        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                        summed = loss.detach() * y.shape[0]
-                    else:
-                        # This rank's part of the global batch mean (``whole`` examples): DDP averages
-                        # the ranks' gradients, so the step is the one-process step on the whole batch.
-                        summed = F.cross_entropy(
-                            logits, y, reduction="sum", label_smoothing=config.label_smoothing
-                        )
-                        loss = summed * (shard.world / whole)
-                        summed = summed.detach()
-                optimizer.zero_grad(set_to_none=False)
-                if scaler is None:
-                    loss.backward()
-                else:
-                    scaler.scale(loss).backward()
-                    if after_backward:  # hooks see (and may add to) the true gradients
-                        scaler.unscale_(optimizer)
-                for hook in after_backward:
-                    hook()
-                enforcer.mask_grads()
-                if scaler is None:
-                    optimizer.step()
-                else:  # skips the step (weights and momentum untouched) on inf/NaN gradients
-                    scaler.step(optimizer)
-                    scaler.update()
-                enforcer.apply_weights()
-                for step_hook in after_step:
-                    step_hook(lr)
-                # Accumulate on device: no host sync per step.
-                loss_sum += summed
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += y.shape[0]
-            if shard is not None:  # the epoch's training metrics over every rank's examples
-                totals = shard.sum_(
-                    torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
-                )
-                loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
+            train_loss, train_acc = loop.epoch(data, lr, channels_last)
             # Rank 0 alone evaluates (the whole test split, as one process) with the eager model
             # (sharing the compiled one's weights: no recompilation for eval mode or batch size);
             # only its records are written.
             test_loss, test_acc = (
                 evaluate(
-                    model,
-                    data,
-                    eval_batch_size,
-                    precision=config.precision,
-                    channels_last=channels_last,
+                    model, data, eval_batch_size, precision=config.precision, channels_last=channels_last
                 )
                 if shard is None or shard.leads
                 else (math.nan, math.nan)
@@ -381,15 +283,137 @@ def train(
             record = EpochRecord(
                 epoch=epoch + 1,
                 lr=lr,
-                train_loss=float(loss_sum) / max(seen, 1),
-                train_acc=int(correct) / max(seen, 1),
+                train_loss=train_loss,
+                train_acc=train_acc,
                 test_loss=test_loss,
                 test_acc=test_acc,
                 seconds=time.perf_counter() - began,
             )
             result.history.append(record)
             for callback in callbacks:
-                callback(record, snapshot(epoch + 1))
+                callback(record, loop.snapshot(epoch + 1))
             if progress is not None:
                 progress(epoch + 1, config.epochs)
     return result
+
+
+class _Loop:
+    """The state of one :func:`train` call (optimizer, loss scaler, mask enforcer, the network it
+    steps: DDP-wrapped and/or compiled) and its epoch of steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        config: TrainConfig,
+        mask: Mask | None,
+        generator: torch.Generator,
+        resume: TrainState | None,
+        shard: Shard | None,
+        after_backward: Sequence[Callable[[], None]],
+        after_step: Sequence[Callable[[float], None]],
+    ) -> None:
+        self.model, self.config, self.generator, self.shard = model, config, generator, shard
+        self.after_backward, self.after_step = after_backward, after_step
+        self.optimizer = make_optimizer(model, config)
+        self.scaler = fast.grad_scaler(device, config.precision)
+        if resume is not None:
+            model.load_state_dict(resume.model_state)
+            optimizer_state = dict(resume.optimizer_state)
+            scaler_state = optimizer_state.pop(SCALER_KEY, None)
+            self.optimizer.load_state_dict(optimizer_state)
+            if self.scaler is not None and scaler_state is not None:
+                self.scaler.load_state_dict(scaler_state)
+            generator.set_state(resume.generator_state)
+        self.enforcer = MaskEnforcer(model, mask, self.optimizer)
+        self.enforcer.apply_weights()
+        self.enforcer.clear_state()
+        # DDP after the mask and the resumed state are in place: wrapping broadcasts rank 0's weights.
+        net = model if shard is None else shard.wrap(model)
+        self.net = fast.compile_model(net) if config.compile else net
+
+    def snapshot(self, epoch_done: int) -> Callable[[], TrainState]:
+        """A thunk producing the checkpoint after ``epoch_done`` epochs (built only if called)."""
+
+        def state() -> TrainState:
+            optimizer_state = self.optimizer.state_dict()
+            if self.scaler is not None:  # the loss scale travels with the optimizer state
+                optimizer_state[SCALER_KEY] = self.scaler.state_dict()
+            return TrainState(
+                epoch_done,
+                # Contiguous copies: a checkpoint is the same whatever the training layout.
+                {
+                    k: v.detach().clone(memory_format=torch.contiguous_format)
+                    for k, v in self.model.state_dict().items()
+                },
+                optimizer_state,
+                self.generator.get_state(),
+            )
+
+        return state
+
+    def epoch(self, data: DataBundle, lr: float, channels_last: bool) -> tuple[float, float]:
+        """One epoch of steps at learning rate ``lr``: ``(mean training loss, training accuracy)``
+        over every example of the epoch (all ranks' in a distributed run), read once at its end."""
+        config, shard, optimizer, scaler = self.config, self.shard, self.optimizer, self.scaler
+        device = data.device
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.net.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        batches = (
+            (
+                (x, y, 0)
+                for x, y in data.train_batches(config.batch_size, self.generator, augment=config.augment)
+            )
+            if shard is None
+            else data.train_shard_batches(
+                config.batch_size, self.generator, shard.rank, shard.world, augment=config.augment
+            )
+        )
+        for x, y, whole in batches:
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with fast.autocast(device, config.precision):
+                logits = self.net(x)
+                if shard is None:
+                    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                    summed = loss.detach() * y.shape[0]
+                else:
+                    # This rank's part of the global batch mean (``whole`` examples): DDP averages
+                    # the ranks' gradients, so the step is the one-process step on the whole batch.
+                    summed = F.cross_entropy(
+                        logits, y, reduction="sum", label_smoothing=config.label_smoothing
+                    )
+                    loss = summed * (shard.world / whole)
+                    summed = summed.detach()
+            optimizer.zero_grad(set_to_none=False)
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                if self.after_backward:  # hooks see (and may add to) the true gradients
+                    scaler.unscale_(optimizer)
+            for hook in self.after_backward:
+                hook()
+            self.enforcer.mask_grads()
+            if scaler is None:
+                optimizer.step()
+            else:  # skips the step (weights and momentum untouched) on inf/NaN gradients
+                scaler.step(optimizer)
+                scaler.update()
+            self.enforcer.apply_weights()
+            for step_hook in self.after_step:
+                step_hook(lr)
+            # Accumulate on device: no host sync per step.
+            loss_sum += summed
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+        if shard is not None:  # the epoch's training metrics over every rank's examples
+            totals = shard.sum_(
+                torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()])
+            )
+            loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2])
+        return float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1)
