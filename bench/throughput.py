@@ -1,5 +1,5 @@
 """Training throughput (images per second) of ResNet-20 and VGG-19 on CIFAR-shaped batches: masked at
-density 0.1 vs dense, fp32 vs bf16 autocast, eager vs ``torch.compile``.
+density 0.1 vs dense, fp32 vs bf16 autocast, eager vs ``torch.compile``, one run vs K runs packed.
 
 One training step is written as ``prunelab.training.trainer.train`` writes it: forward and
 cross-entropy under the run's autocast, backward, ``MaskEnforcer.mask_grads``, SGD step
@@ -7,7 +7,10 @@ cross-entropy under the run's autocast, backward, ``MaskEnforcer.mask_grads``, S
 and the on-device accumulation of loss and correct count (no host sync per step). The batch is one
 fixed random batch already on the device (standard normal 3x32x32, labels uniform over 10 classes),
 so data loading and augmentation are not included. The masked variants use
-``prunelab.prune(model, "random", density)``.
+``prunelab.prune(model, "random", density)``. A packed variant (``--pack K``, fp32 eager: what packed
+training supports) steps K runs of the model (initialisations seed..seed+K-1, each its own random
+mask) as one packed model (:func:`prunelab.training.packed.packed_step`), each on the same batch; its
+images/s counts all K runs' images.
 
 For each model all variants are built from the same initialisation, warmed up (``--warmup`` steps;
 the first step's time, which includes compilation for compiled variants, is recorded), then timed
@@ -42,6 +45,7 @@ from _common import add_common_arguments, median, print_table, start, synchroniz
 from prunelab.pruning.mask import Mask
 from prunelab.training import fast
 from prunelab.training.config import TrainConfig
+from prunelab.training.packed import PackedModel, packed_optimizer, packed_step, stacked_mask
 from prunelab.training.trainer import MaskEnforcer, make_optimizer
 
 INPUT_SHAPE = (3, 32, 32)
@@ -52,18 +56,20 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class Setting:
-    """One variant: which model, masked or dense, precision, compiled or eager."""
+    """One variant: which model, masked or dense, precision, compiled or eager, runs packed."""
 
     model: str
     masked: bool
     precision: str
     compiled: bool
+    packed: int = 1
 
     @property
     def label(self) -> str:
         return (
             f"{self.model} {'masked' if self.masked else 'dense'} {self.precision} "
             f"{'compiled' if self.compiled else 'eager'}"
+            + (f" packed {self.packed}" if self.packed > 1 else "")
         )
 
 
@@ -128,6 +134,8 @@ def build_variant(
 ) -> Variant:
     """Model (same initialisation for every variant of a model), mask, optimizer, step."""
     device = x.device
+    if setting.packed > 1:
+        return build_packed_variant(setting, x, y, density=density, seed=seed)
     model = prunelab.build_model(setting.model, INPUT_SHAPE, NUM_CLASSES, seed=seed).to(device)
     model.train()
     mask = prunelab.prune(model, "random", density, seed=seed) if setting.masked else None
@@ -139,6 +147,34 @@ def build_variant(
     enforcer.apply_weights()
     net = fast.compile_model(model) if setting.compiled else model
     return Variant(setting, model, mask, make_step(net, optimizer, enforcer, x, y, setting.precision))
+
+
+def build_packed_variant(setting: Setting, x: Tensor, y: Tensor, *, density: float, seed: int) -> Variant:
+    """``setting.packed`` runs (initialisations and masks seed, seed+1, ...) as one packed model,
+    each stepping on the batch ``x, y``; the variant's model and mask are the packed ones."""
+    k = setting.packed
+    models, masks = [], []
+    for i in range(k):
+        model = prunelab.build_model(setting.model, INPUT_SHAPE, NUM_CLASSES, seed=seed + i).to(x.device)
+        masks.append(prunelab.prune(model, "random", density, seed=seed + i) if setting.masked else None)
+        models.append(model)
+    packed = PackedModel(models)
+    packed.train()
+    optimizer = packed_optimizer(packed, models[0], TrainConfig())
+    mask = stacked_mask(masks, packed)
+    enforcer = MaskEnforcer(packed.net, mask, optimizer)
+    enforcer.apply_weights()
+    xs, ys = torch.cat([x] * k), torch.cat([y] * k)
+    loss_sum = torch.zeros(k, device=x.device)
+    correct = torch.zeros(k, device=x.device, dtype=torch.long)
+
+    def step() -> None:
+        nonlocal loss_sum, correct
+        losses, right = packed_step(packed, optimizer, enforcer, xs, ys)
+        loss_sum += losses * y.shape[0]
+        correct += right
+
+    return Variant(setting, packed.net, mask, step)
 
 
 def pruned_nonzero(variant: Variant) -> int:
@@ -178,8 +214,10 @@ def run_model(
     seed: int = 0,
     channels_last: bool = False,
     optimizer_impl: str = "auto",
+    pack: int = 1,
 ) -> list[dict[str, Any]]:
-    """Measure every (mask, precision, compiled) variant of ``model_name``; one record per variant.
+    """Measure every (mask, precision, compiled) variant of ``model_name``, and with ``pack`` > 1
+    the dense and masked fp32 eager variants of ``pack`` runs packed; one record per variant.
 
     Args:
         model_name: ``"resnet20"`` or ``"vgg19"`` (any registered image model works).
@@ -194,6 +232,7 @@ def run_model(
         seed: initialisation, mask and batch seed.
         channels_last: hold weights and the batch in channels_last layout.
         optimizer_impl: as ``TrainConfig.optimizer_impl``.
+        pack: runs per packed variant (1: none measured).
     """
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((batch, *INPUT_SHAPE), generator=gen).to(device)
@@ -204,6 +243,8 @@ def run_model(
         Setting(model_name, masked, precision, comp)
         for comp, precision, masked in itertools.product(compiled, precisions, (False, True))
     ]
+    if pack > 1:
+        settings += [Setting(model_name, masked, "fp32", False, pack) for masked in (False, True)]
     variants: list[Variant] = []
     with fast.backend_flags(device, deterministic=False):
         for setting in settings:
@@ -247,6 +288,7 @@ def run_model(
                 "density": density if s.masked else 1.0,
                 "precision": s.precision,
                 "compiled": s.compiled,
+                "packed": s.packed,
                 "channels_last": channels_last,
                 "optimizer_impl": optimizer_impl,
                 "batch": batch,
@@ -254,9 +296,9 @@ def run_model(
                 "repeats": repeats,
                 "first_step_seconds": v.first_step_s,
                 "repeat_seconds": v.repeat_s,
-                "images_per_second": batch * steps / median(v.repeat_s),
-                "images_per_second_min": batch * steps / max(v.repeat_s),
-                "images_per_second_max": batch * steps / min(v.repeat_s),
+                "images_per_second": s.packed * batch * steps / median(v.repeat_s),
+                "images_per_second_min": s.packed * batch * steps / max(v.repeat_s),
+                "images_per_second_max": s.packed * batch * steps / min(v.repeat_s),
                 "ms_per_step": 1e3 * median(v.repeat_s) / steps,
                 "pruned_nonzero_after": pruned_nonzero(v),
             }
@@ -278,37 +320,52 @@ def paired_ratio(
     a, b = find(num), find(den)
     if a is None or b is None:
         return None
-    return median([tb / ta for ta, tb in zip(a["repeat_seconds"], b["repeat_seconds"], strict=True)])
+    images = a["packed"] / b["packed"]  # a packed step trains K runs' batches
+    return median([images * tb / ta for ta, tb in zip(a["repeat_seconds"], b["repeat_seconds"], strict=True)])
 
 
 def summary(records: list[dict[str, Any]], models: Sequence[str]) -> list[dict[str, Any]]:
-    """Per model: throughput ratios masked/dense, bf16/fp32 and compiled/eager (paired medians)."""
+    """Per model: throughput ratios masked/dense, bf16/fp32, compiled/eager and packed/one run
+    (images/s, paired medians)."""
     out = []
     for model in models:
         row: dict[str, Any] = {"model": model}
         row["masked_over_dense"] = paired_ratio(
             records,
             model,
-            {"masked": True, "precision": "fp32", "compiled": False},
-            {"masked": False, "precision": "fp32", "compiled": False},
+            {"masked": True, "precision": "fp32", "compiled": False, "packed": 1},
+            {"masked": False, "precision": "fp32", "compiled": False, "packed": 1},
         )
         row["bf16_over_fp32"] = paired_ratio(
             records,
             model,
             {"masked": True, "precision": "bf16", "compiled": False},
-            {"masked": True, "precision": "fp32", "compiled": False},
+            {"masked": True, "precision": "fp32", "compiled": False, "packed": 1},
         )
         row["compiled_over_eager"] = paired_ratio(
             records,
             model,
             {"masked": True, "precision": "fp32", "compiled": True},
-            {"masked": True, "precision": "fp32", "compiled": False},
+            {"masked": True, "precision": "fp32", "compiled": False, "packed": 1},
         )
         row["compiled_bf16_over_eager_fp32"] = paired_ratio(
             records,
             model,
             {"masked": True, "precision": "bf16", "compiled": True},
-            {"masked": True, "precision": "fp32", "compiled": False},
+            {"masked": True, "precision": "fp32", "compiled": False, "packed": 1},
+        )
+        row["packed_over_one"] = next(
+            (
+                paired_ratio(
+                    records,
+                    model,
+                    {"masked": True, "precision": "fp32", "compiled": False, "packed": r["packed"]},
+                    {"masked": True, "precision": "fp32", "compiled": False, "packed": 1},
+                )
+                for r in records
+                if r["model"] == model and r["packed"] > 1
+            ),
+            None,
         )
         out.append(row)
     return out
@@ -351,19 +408,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="SGD implementation",
     )
+    parser.add_argument(
+        "--pack", type=int, default=None, help="runs per packed variant, 1: none (CPU 4, quick 1, CUDA 8)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny batch, few steps, eager only")
     add_common_arguments(parser, "throughput")
     return parser.parse_args(argv)
 
 
 def defaults(args: argparse.Namespace, device: torch.device) -> dict[str, int]:
-    """Batch, steps, repeats and warm-up: the given ones, else per device (and ``--quick``)."""
+    """Batch, steps, repeats, warm-up and pack size: the given ones, else per device (and ``--quick``)."""
     if device.type == "cuda":
-        base = {"batch": 256, "steps": 20, "repeats": 5, "warmup": 5}
+        base = {"batch": 256, "steps": 20, "repeats": 5, "warmup": 5, "pack": 8}
     elif args.quick:
-        base = {"batch": 8, "steps": 1, "repeats": 2, "warmup": 1}
+        base = {"batch": 8, "steps": 1, "repeats": 2, "warmup": 1, "pack": 1}
     else:
-        base = {"batch": 32, "steps": 3, "repeats": 5, "warmup": 2}
+        base = {"batch": 32, "steps": 3, "repeats": 5, "warmup": 2, "pack": 4}
     return {k: (getattr(args, k) if getattr(args, k) is not None else v) for k, v in base.items()}
 
 
@@ -405,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
                 r["model"],
                 "masked 0.1" if r["masked"] else "dense",
                 r["precision"],
-                "compiled" if r["compiled"] else "eager",
+                ("compiled" if r["compiled"] else "eager")
+                + (f", packed {r['packed']}" if r["packed"] > 1 else ""),
                 f"{r['images_per_second']:.1f}",
                 f"{r['images_per_second_min']:.1f}-{r['images_per_second_max']:.1f}",
                 f"{r['ms_per_step']:.1f}",
@@ -431,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
             "bf16/fp32 (eager)",
             "compiled/eager (fp32)",
             "compiled bf16 / eager fp32",
+            "packed/one run (fp32 eager)",
         ],
         [
             [
@@ -439,12 +501,13 @@ def main(argv: list[str] | None = None) -> None:
                 fmt(s["bf16_over_fp32"]),
                 fmt(s["compiled_over_eager"]),
                 fmt(s["compiled_bf16_over_eager_fp32"]),
+                fmt(s["packed_over_one"]),
             ]
             for s in ratios
         ],
     )
     broken = [
-        f"{r['model']} {r['precision']} {'compiled' if r['compiled'] else 'eager'}"
+        f"{r['model']} {r['precision']} {'compiled' if r['compiled'] else 'eager'} packed {r['packed']}"
         for r in records
         if r["pruned_nonzero_after"]
     ]

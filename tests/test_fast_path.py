@@ -361,14 +361,17 @@ def test_throughput_benchmark_core_runs(monkeypatch: pytest.MonkeyPatch) -> None
     import throughput
 
     records = throughput.run_model(
-        "resnet20", torch.device("cpu"), batch=2, steps=1, repeats=1, warmup=1, compiled=(False,)
+        "resnet20", torch.device("cpu"), batch=2, steps=1, repeats=1, warmup=1, compiled=(False,), pack=2
     )
-    assert [(r["masked"], r["precision"]) for r in records] == [
-        (False, "fp32"),
-        (True, "fp32"),
-        (False, "bf16"),
-        (True, "bf16"),
+    assert [(r["masked"], r["precision"], r["packed"]) for r in records] == [
+        (False, "fp32", 1),
+        (True, "fp32", 1),
+        (False, "bf16", 1),
+        (True, "bf16", 1),
+        (False, "fp32", 2),
+        (True, "fp32", 2),
     ]
     assert all(r["pruned_nonzero_after"] == 0 and r["images_per_second"] > 0 for r in records)
     ratios = throughput.summary(records, ["resnet20"])
     assert ratios[0]["masked_over_dense"] is not None and ratios[0]["compiled_over_eager"] is None
+    assert ratios[0]["packed_over_one"] is not None

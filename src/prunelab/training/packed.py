@@ -1049,7 +1049,32 @@ def stacked_mask(masks: Sequence[Mask | None], packed: PackedModel) -> Mask | No
     return Mask(out)
 
 
-def _optimizer(packed: PackedModel, template: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+def packed_step(
+    packed: PackedModel,
+    optimizer: torch.optim.Optimizer,
+    enforcer: MaskEnforcer,
+    x: Tensor,
+    y: Tensor,
+    label_smoothing: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """One training step of every member: ``x: (K*B, *input_shape)``, ``y: (K*B,)``, member k's
+    batch in rows ``k*B .. (k+1)*B-1``. Returns each member's mean loss ``(K,)`` (detached) and
+    correct count ``(K,)``, on the device (no host synchronisation)."""
+    k = packed.members
+    rows = y.shape[0] // k
+    logits = packed(x)
+    losses = (
+        F.cross_entropy(logits, y, reduction="none", label_smoothing=label_smoothing).view(k, rows).mean(1)
+    )
+    optimizer.zero_grad(set_to_none=False)
+    losses.sum().backward()  # members share nothing: each gets its own mean-loss gradient
+    enforcer.mask_grads()
+    optimizer.step()
+    enforcer.apply_weights()
+    return losses.detach(), (logits.detach().argmax(1) == y).view(k, rows).sum(1)
+
+
+def packed_optimizer(packed: PackedModel, template: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     """The solo optimizer (:func:`make_optimizer` of member 0: implementation, groups, decay) over
     the stacked tensors, with the same parameter order, so state indices match a solo run's."""
     solo = make_optimizer(template, config)
@@ -1222,7 +1247,7 @@ def train_packed(
     if check:
         probe([m.model for m in members], data0.input_shape, conv)
     packed = PackedModel([m.model for m in members], conv)
-    optimizer = _optimizer(packed, members[0].model, config)
+    optimizer = packed_optimizer(packed, members[0].model, config)
     start = start_epoch
     first = members[0].resume
     if first is not None:
@@ -1260,19 +1285,9 @@ def train_packed(
                 x = torch.cat([p[0] for p in pairs])
                 y = torch.cat([p[1] for p in pairs])
                 rows = pairs[0][1].shape[0]
-                logits = packed(x)
-                losses = (
-                    F.cross_entropy(logits, y, reduction="none", label_smoothing=config.label_smoothing)
-                    .view(k, rows)
-                    .mean(1)
-                )
-                optimizer.zero_grad(set_to_none=False)
-                losses.sum().backward()  # members share nothing: each gets its own mean-loss gradient
-                enforcer.mask_grads()
-                optimizer.step()
-                enforcer.apply_weights()
-                loss_sum += losses.detach() * rows
-                correct += (logits.detach().argmax(1) == y).view(k, rows).sum(1)
+                losses, right = packed_step(packed, optimizer, enforcer, x, y, config.label_smoothing)
+                loss_sum += losses * rows
+                correct += right
                 seen += rows
             scores = evaluate_packed(packed, data0)
             share = (time.perf_counter() - began) / k
