@@ -329,6 +329,8 @@ def _submit_and_collect(
     max_retries: int,
     bar: tqdm[Any] | None,
 ) -> dict[str, dict[str, Any]]:
+    """Submit one Ray task per run (each waiting on its unfinished ancestors' tasks, with the CPUs
+    and GPUs it needs), then :func:`_collect` them: ``{run hash: result}``."""
     task_device, gpus = _task_device(ray, device, gpus_per_run)
     # Workers may start elsewhere: paths every node resolves the same way (a shared filesystem).
     root = str(store.root.resolve())
@@ -344,7 +346,7 @@ def _submit_and_collect(
     task = ray.remote(_run_task)
     whole_node = _node_cpus(ray)
     refs: dict[str, Any] = {}
-    pending: dict[Any, Any] = {}
+    pending: dict[Any, Any] = {}  # task ref -> its run
     for spec, options, force in runs:
         key = spec.run_hash()
         # All unfinished ancestors, not only the parents: no task ever trains a run another owns.
@@ -369,6 +371,15 @@ def _submit_and_collect(
         )
         refs[key] = ref
         pending[ref] = spec
+    return _collect(ray, pending, store, max_retries, bar)
+
+
+def _collect(
+    ray: ModuleType, pending: dict[Any, Any], store: RunStore, max_retries: int, bar: tqdm[Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Wait for the submitted tasks (``{task ref: run}``, emptied as they end) and bring each run's
+    journal into the store; on the first failure cancel the rest (what they trained is
+    checkpointed) and raise it once all have settled; on Ctrl-C cancel, settle, and re-raise."""
     done: dict[str, dict[str, Any]] = {}
     failure: tuple[Exception, Exception] | None = None
     try:
