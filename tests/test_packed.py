@@ -25,7 +25,7 @@ from prunelab.models import build_model
 from prunelab.pruning import prune
 from prunelab.runners import run_specs
 from prunelab.runs import RunContext, execute
-from prunelab.runs.packed import auto_pack_size, check_pack, pack_key, plan_packs, run_packed
+from prunelab.runs.packed import AUTO_CAP, auto_pack_size, check_pack, pack_key, plan_packs, run_packed
 from prunelab.spec import DataSpec, ModelSpec, PruningSpec, RunSpec
 from prunelab.store import RunStore
 from prunelab.training.config import TrainConfig
@@ -351,7 +351,7 @@ def test_auto_packs_by_memory_and_keeps_2d_convnets_solo_on_cpu() -> None:
     data = DataSpec(name="synthetic", options={"num_classes": 10, "train_size": 64, "test_size": 32})
     recipe = TrainConfig(epochs=1, batch_size=32)
     mlp = RunSpec(data=data, model=ModelSpec(name="mlp"), train=recipe)
-    assert 1 < auto_pack_size(mlp, "cpu") <= 8  # a tiny MLP: the CPU cap
+    assert auto_pack_size(mlp, "cpu") == AUTO_CAP["cpu"]  # a tiny MLP: memory allows the cap
     shaped = data.model_copy(update={"options": {**data.options, "input_shape": [1, 8, 8]}})
     cnn2d = RunSpec(data=shaped, model=ModelSpec(name="cnn2d", options={"width": 4}), train=recipe)
     assert auto_pack_size(cnn2d, "cpu") == 1

@@ -1186,6 +1186,55 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+def _check_pack(members: Sequence[Member], config: TrainConfig, start_epoch: int) -> None:
+    """Refuse what cannot train as one pack: the recipe, a start epoch outside it, members resuming
+    at different epochs, or data that differ in evaluation split or training-split size."""
+    why = config_refusal(config)
+    if why is not None:
+        raise NotPackable(why)
+    if not 0 <= start_epoch <= config.epochs:
+        raise ValueError(f"start_epoch {start_epoch} outside [0, {config.epochs}]")
+    resumed = {m.resume.epoch if m.resume is not None else None for m in members}
+    if len(resumed) > 1:
+        raise PrunelabError(
+            f"members of a pack must resume at the same epoch, got {sorted(map(str, resumed))}"
+        )
+    data0 = members[0].data
+    for m in members[1:]:
+        if m.data.test_x is not data0.test_x and not (
+            m.data.test_x.shape == data0.test_x.shape and torch.equal(m.data.test_x, data0.test_x)
+        ):
+            raise NotPackable("members of a pack must share the evaluation split")
+        if m.data.train_x.shape[0] != data0.train_x.shape[0]:
+            raise NotPackable("members of a pack must have training splits of one size")
+
+
+def _packed_epoch(
+    members: Sequence[Member],
+    packed: PackedModel,
+    optimizer: torch.optim.Optimizer,
+    enforcer: MaskEnforcer,
+    config: TrainConfig,
+) -> tuple[list[float], list[float]]:
+    """One epoch of packed steps, member k's batches drawn from its own generator as its solo run
+    draws them: each member's ``(mean training loss, training accuracy)``, read once at the end."""
+    k, device = len(members), members[0].data.device
+    packed.train()
+    loss_sum = torch.zeros(k, device=device)
+    correct = torch.zeros(k, device=device, dtype=torch.long)
+    seen = 0
+    streams = [m.data.train_batches(config.batch_size, m.generator, augment=config.augment) for m in members]
+    for pairs in zip(*streams, strict=True):
+        x = torch.cat([p[0] for p in pairs])
+        y = torch.cat([p[1] for p in pairs])
+        rows = pairs[0][1].shape[0]
+        losses, right = packed_step(packed, optimizer, enforcer, x, y, config.label_smoothing)
+        loss_sum += losses * rows
+        correct += right
+        seen += rows
+    return [v / max(seen, 1) for v in loss_sum.tolist()], [v / max(seen, 1) for v in correct.tolist()]
+
+
 def train_packed(
     members: Sequence[Member],
     config: TrainConfig,
@@ -1219,24 +1268,8 @@ def train_packed(
     """
     if not members:
         return []
-    why = config_refusal(config)
-    if why is not None:
-        raise NotPackable(why)
-    if not 0 <= start_epoch <= config.epochs:
-        raise ValueError(f"start_epoch {start_epoch} outside [0, {config.epochs}]")
-    resumed = {m.resume.epoch if m.resume is not None else None for m in members}
-    if len(resumed) > 1:
-        raise PrunelabError(
-            f"members of a pack must resume at the same epoch, got {sorted(map(str, resumed))}"
-        )
+    _check_pack(members, config, start_epoch)
     data0 = members[0].data
-    for m in members[1:]:
-        if m.data.test_x is not data0.test_x and not (
-            m.data.test_x.shape == data0.test_x.shape and torch.equal(m.data.test_x, data0.test_x)
-        ):
-            raise NotPackable("members of a pack must share the evaluation split")
-        if m.data.train_x.shape[0] != data0.train_x.shape[0]:
-            raise NotPackable("members of a pack must have training splits of one size")
     k = len(members)
     if data0.device.type == "cpu":
         keep_freed_memory()
@@ -1268,36 +1301,21 @@ def train_packed(
         )
 
     results = [TrainResult() for _ in members]
-    device = data0.device
-    batch = config.batch_size
     try:
         for epoch in range(start, config.epochs):
             began = time.perf_counter()
             lr = config.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            packed.train()
-            loss_sum = torch.zeros(k, device=device)
-            correct = torch.zeros(k, device=device, dtype=torch.long)
-            seen = 0
-            streams = [m.data.train_batches(batch, m.generator, augment=config.augment) for m in members]
-            for pairs in zip(*streams, strict=True):
-                x = torch.cat([p[0] for p in pairs])
-                y = torch.cat([p[1] for p in pairs])
-                rows = pairs[0][1].shape[0]
-                losses, right = packed_step(packed, optimizer, enforcer, x, y, config.label_smoothing)
-                loss_sum += losses * rows
-                correct += right
-                seen += rows
+            train_loss, train_acc = _packed_epoch(members, packed, optimizer, enforcer, config)
             scores = evaluate_packed(packed, data0)
             share = (time.perf_counter() - began) / k
-            train_loss, train_correct = loss_sum.tolist(), correct.tolist()
             for i, member in enumerate(members):
                 record = EpochRecord(
                     epoch=epoch + 1,
                     lr=lr,
-                    train_loss=train_loss[i] / max(seen, 1),
-                    train_acc=train_correct[i] / max(seen, 1),
+                    train_loss=train_loss[i],
+                    train_acc=train_acc[i],
                     test_loss=scores[i][0],
                     test_acc=scores[i][1],
                     seconds=share,
