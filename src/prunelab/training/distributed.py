@@ -388,6 +388,7 @@ def _entry(index: int, setup: _Setup, queue: Any) -> None:
         out = fn(Shard(index, setup.nproc, device, report if index == 0 else None), *args)
         if index == 0:
             queue.put(("result", out))
+        dist.barrier()  # leave together: gloo aborts a rank whose peer closes the group under it
         dist.destroy_process_group()
     except KeyboardInterrupt:
         code = 130
@@ -463,8 +464,12 @@ def under_torchrun(lead: Callable[[], T], nproc: int, device: str = "cpu") -> T 
         except BaseException as exc:
             if not session.broken:  # the others wait for a message, not inside a training
                 session.shard.share(("failed", one_line(exc)))
+                dist.barrier()
             raise
         session.shard.share(("done",))
+        # Every rank leaves together: gloo aborts (SIGABRT) a rank whose peer tears the group down
+        # while it is still reading the last message.
+        dist.barrier()
         return out
     finally:
         _SESSION.clear()
@@ -498,8 +503,10 @@ def _follow(shard: Shard) -> None:
         if message[0] == "job":
             message[1](shard, *message[2])
         elif message[0] == "failed":
+            dist.barrier()  # as rank 0 does before it raises (see under_torchrun)
             raise PrunelabError(f"rank 0 failed: {message[1]}")
         else:
+            dist.barrier()
             return
 
 
