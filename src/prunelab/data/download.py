@@ -137,13 +137,20 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise DataError(f"special file {name!r} in archive {archive}; refusing to extract it")
 
 
-def extract_tar_atomic(archive: Path, dest_dir: Path, expected_member: str) -> Path:
-    """Extract ``archive`` so that ``dest_dir / expected_member`` appears complete, in one rename.
-
-    If ``dest_dir / expected_member`` already exists, nothing is done. Otherwise every member is checked
-    first (no absolute paths, no ``..`` components, no links pointing outside, no device files), the
-    archive is extracted into a temporary directory inside ``dest_dir`` and ``expected_member`` is
-    renamed into place; members outside ``expected_member`` are discarded.
+def extract_atomic(
+    archive: Path,
+    dest_dir: Path,
+    expected_member: str,
+    unpack: Callable[[Path, Path], None],
+    errors: tuple[type[BaseException], ...],
+    *,
+    folder: bool = False,
+) -> Path:
+    """The frame of an atomic extraction: nothing is done if ``dest_dir / expected_member`` exists;
+    otherwise ``unpack(archive, tmp_dir)`` (which checks every member first) extracts into a
+    temporary folder inside ``dest_dir``, and ``expected_member`` (a folder when ``folder``) is
+    renamed into place; on any failure the temporary folder is removed, and an error of ``errors``
+    becomes a one-line :class:`DataError`.
 
     Returns:
         ``dest_dir / expected_member``.
@@ -156,16 +163,11 @@ def extract_tar_atomic(archive: Path, dest_dir: Path, expected_member: str) -> P
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{expected_member}.", suffix=".extract", dir=dest_dir))
     try:
         try:
-            with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_member(member, archive)
-                # The "data" filter repeats these checks in the standard library (defence in depth).
-                tar.extractall(tmp_dir, members=members, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as exc:
+            unpack(archive, tmp_dir)
+        except errors as exc:
             raise DataError(f"cannot extract {archive}: {exc}; delete it and download it again") from None
         extracted = tmp_dir / expected_member
-        if not extracted.exists():
+        if not (extracted.is_dir() if folder else extracted.exists()):
             raise DataError(f"archive {archive} does not contain {expected_member!r}")
         try:
             os.rename(extracted, target)
@@ -176,6 +178,32 @@ def extract_tar_atomic(archive: Path, dest_dir: Path, expected_member: str) -> P
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return target
+
+
+def _unpack_tar(archive: Path, into: Path) -> None:
+    with tarfile.open(archive, "r:*") as tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_member(member, archive)
+        # The "data" filter repeats these checks in the standard library (defence in depth).
+        tar.extractall(into, members=members, filter="data")
+
+
+def extract_tar_atomic(archive: Path, dest_dir: Path, expected_member: str) -> Path:
+    """Extract ``archive`` so that ``dest_dir / expected_member`` appears complete, in one rename
+    (:func:`extract_atomic`).
+
+    If ``dest_dir / expected_member`` already exists, nothing is done. Otherwise every member is checked
+    first (no absolute paths, no ``..`` components, no links pointing outside, no device files), the
+    archive is extracted into a temporary directory inside ``dest_dir`` and ``expected_member`` is
+    renamed into place; members outside ``expected_member`` are discarded.
+
+    Returns:
+        ``dest_dir / expected_member``.
+    """
+    return extract_atomic(
+        archive, dest_dir, expected_member, _unpack_tar, (tarfile.TarError, EOFError, OSError)
+    )
 
 
 def ensure_archive(

@@ -22,16 +22,14 @@ normalisation. Sizes are options (ImageNet 224/256, Tiny-ImageNet 64/64).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import torch
 
 from prunelab.data.bundle import DataBundle
-from prunelab.data.download import ArchiveSource, ensure_archive
+from prunelab.data.download import ArchiveSource, ensure_archive, extract_atomic
 from prunelab.data.registry import register_dataset
 from prunelab.data.streaming import (
     IMAGE_EXTENSIONS,
@@ -83,33 +81,22 @@ def extract_zip_atomic(archive: Path, dest_dir: Path, expected_member: str) -> P
     Returns:
         ``dest_dir / expected_member``.
     """
-    archive, dest_dir = Path(archive), Path(dest_dir)
-    target = dest_dir / expected_member
-    if target.exists():
-        return target
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{expected_member}.", suffix=".extract", dir=dest_dir))
-    try:
-        try:
-            with zipfile.ZipFile(archive) as handle:
-                members = handle.infolist()
-                for member in members:
-                    _check_zip_member(member, archive)
-                handle.extractall(tmp_dir, members=members)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError) as exc:
-            raise DataError(f"cannot extract {archive}: {exc}; delete it and download it again") from None
-        extracted = tmp_dir / expected_member
-        if not extracted.is_dir():
-            raise DataError(f"archive {archive} does not contain {expected_member!r}")
-        try:
-            os.rename(extracted, target)
-        except OSError:
-            # Another process finished first: its copy is complete, use it.
-            if not target.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return target
+    return extract_atomic(
+        archive,
+        dest_dir,
+        expected_member,
+        _unpack_zip,
+        (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, RuntimeError),
+        folder=True,
+    )
+
+
+def _unpack_zip(archive: Path, into: Path) -> None:
+    with zipfile.ZipFile(archive) as handle:
+        members = handle.infolist()
+        for member in members:
+            _check_zip_member(member, archive)
+        handle.extractall(into, members=members)
 
 
 def ensure_zip(source: ArchiveSource, root: Path, *, download: bool, progress: bool = False) -> Path:

@@ -182,6 +182,46 @@ def _packed_jobs(wave: list[Job], pack: int | str, workers: int) -> list[Job]:
     return out
 
 
+def _plan_jobs(
+    ordered: list[list[Any]],
+    forced: set[str],
+    store: RunStore,
+    data_dir: str | Path | None,
+    device: str,
+    threads: int,
+) -> tuple[dict[str, dict[str, Any]], list[list[Job]], list[tuple[Any, dict[str, Any], bool]]]:
+    """Per wave of runs, what is already done (read back, unless its hash is in ``forced``) and a
+    job for each run that is not: ``(done, jobs per wave, the same work as (spec, options, forced)
+    for the Ray backend)``."""
+    plan = plan_options([run for wave in ordered for run in wave])
+    done: dict[str, dict[str, Any]] = {}
+    jobs: list[list[Job]] = []
+    todo: list[tuple[Any, dict[str, Any], bool]] = []
+    for wave in ordered:
+        jobs.append([])
+        for spec in wave:
+            key, options = spec.run_hash(), plan.get(spec.run_hash(), {})
+            executor = executor_for(spec)
+            force = key in forced
+            result = None if force else executor.finished(spec, store, options)
+            if result is not None:
+                done[key] = result
+                continue
+            args = (
+                type(spec).kind,
+                spec.model_dump_json(),
+                str(store.root),
+                data_dir,
+                device,
+                force,
+                options,
+                threads,
+            )
+            jobs[-1].append(Job(key, _worker_run, args, inline=executor.inline(spec)))
+            todo.append((spec, options, force))
+    return done, jobs, todo
+
+
 #: Where :func:`run_specs` executes runs: this machine (inline or a process pool) or a Ray cluster.
 BACKENDS = ("local", "ray")
 #: Packing is a local-backend feature: on Ray every run is a task of its own.
@@ -190,10 +230,19 @@ PACK_WITH_RAY = (
 )
 
 
-def check_backend(backend: str, address: str | None = None, gpus_per_run: float = 1.0) -> None:
-    """A one-line error for an unknown backend, an ``address`` without Ray, Ray not installed, or a
-    GPU share outside (0, 1] or not a whole number of GPUs; called before anything is created, so a
-    bad flag costs nothing."""
+def check_backend(
+    backend: str, address: str | None = None, gpus_per_run: float = 1.0, pack: int | str = 1
+) -> int | str:
+    """A one-line error for an unknown backend, an ``address`` without Ray, Ray not installed, a
+    GPU share outside (0, 1] or not a whole number of GPUs, a bad ``pack`` or one above 1 with Ray;
+    called before anything is created, so a bad flag costs nothing. Returns ``pack`` as
+    :func:`run_specs` takes it (a size, or ``"auto"``)."""
+    if pack != 1:
+        from prunelab.runs.packed import check_pack
+
+        pack = check_pack(pack) or "auto"  # "4" -> 4, "1" -> 1 (today's path), "auto"
+        if pack != 1 and backend == "ray":
+            raise PrunelabError(PACK_WITH_RAY)
     if not (0 < gpus_per_run <= 1 or float(gpus_per_run).is_integer() and gpus_per_run > 0):
         raise PrunelabError(
             f"--gpus-per-run must be a fraction in (0, 1] or a whole number of GPUs, got {gpus_per_run:g}"
@@ -206,6 +255,7 @@ def check_backend(backend: str, address: str | None = None, gpus_per_run: float 
         from prunelab.runners.ray_backend import require_ray
 
         require_ray()
+    return pack
 
 
 def run_specs(
@@ -245,45 +295,15 @@ def run_specs(
 
     Every run (and every parent) is validated before anything is created or trained.
     """
-    check_backend(backend, address, gpus_per_run)
-    if pack != 1:
-        from prunelab.runs.packed import check_pack
-
-        pack = check_pack(pack) or "auto"  # "4" -> 4, "1" -> 1 (today's path), "auto"
-        if pack != 1 and backend == "ray":
-            raise PrunelabError(PACK_WITH_RAY)
+    pack = check_backend(backend, address, gpus_per_run, pack)
     validate_all(specs, RunContext(data_dir, device, threads=threads))
     store = RunStore(runs_dir)
-    wanted = {spec.run_hash() for spec in specs}
     ordered = waves(specs)
-    plan = plan_options([run for wave in ordered for run in wave])
-    done: dict[str, dict[str, Any]] = {}
-    jobs: list[list[Job]] = []
-    todo: list[tuple[Any, dict[str, Any], bool]] = []  # the same work, for the Ray backend
-    for wave in ordered:
-        jobs.append([])
-        for spec in wave:
-            key, options = spec.run_hash(), plan.get(spec.run_hash(), {})
-            executor = executor_for(spec)
-            forced = force and key in wanted
-            result = None if forced else executor.finished(spec, store, options)
-            if result is not None:
-                done[key] = result
-                continue
-            args = (
-                type(spec).kind,
-                spec.model_dump_json(),
-                str(store.root),
-                data_dir,
-                device,
-                forced,
-                options,
-                threads,
-            )
-            jobs[-1].append(Job(key, _worker_run, args, inline=executor.inline(spec)))
-            todo.append((spec, options, forced))
-        if pack != 1 and backend != "ray" and len(jobs[-1]) > 1:
-            jobs[-1] = _packed_jobs(jobs[-1], pack, workers)
+    done, jobs, todo = _plan_jobs(
+        ordered, {spec.run_hash() for spec in specs} if force else set(), store, data_dir, device, threads
+    )
+    if pack != 1:
+        jobs = [_packed_jobs(wave, pack, workers) if len(wave) > 1 else wave for wave in jobs]
     bar = tqdm(
         total=sum(len(wave) for wave in ordered),
         initial=len(done),

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from prunelab.errors import PrunelabError
-from prunelab.runners import PACK_WITH_RAY, check_backend, run_specs
+from prunelab.runners import check_backend, run_specs
 from prunelab.runs import RunContext, validate_all
 from prunelab.spec import format_validation_error, parse_model
 from prunelab.store import RunStore, write_json_atomic
@@ -91,12 +91,8 @@ def run_study(
     Returns:
         The summary and the path of ``report.html``.
     """
-    check_backend(backend, address, gpus_per_run)  # a bad backend costs nothing: before study.json is written
-    if pack != 1:
-        from prunelab.runs.packed import check_pack
-
-        if check_pack(pack) != 1 and backend == "ray":  # so does a bad --pack
-            raise PrunelabError(PACK_WITH_RAY)
+    # A bad backend or --pack costs nothing: checked before study.json is written.
+    check_backend(backend, address, gpus_per_run, pack)
     entry = STUDIES.get(kind) if kind is not None else kind_of(study)
     if not isinstance(study, entry.spec_type):
         raise PrunelabError(
